@@ -1,0 +1,2 @@
+//! Keel device agent.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Board configuration files (board-configs/<board>.toml).

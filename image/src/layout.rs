@@ -1,0 +1,1 @@
+//! Card layout derived from a board config.

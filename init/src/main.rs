@@ -1,0 +1,2 @@
+//! Keel PID 1.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Keel host command line.
+fn main() {}
