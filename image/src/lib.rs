@@ -1,16 +1,41 @@
 //! Keel's bytes-on-disk library: everything that turns inputs into an SD-card
 //! image, tested without the command line.
 
-pub mod bmap;
-pub mod board;
-pub mod cpio;
-pub mod elf;
-pub mod ext4;
-pub mod fat;
-pub mod fstree;
-pub mod layout;
+// Always available: small and dependency-free, shared with the device.
 pub mod mbr;
 pub mod slice;
+pub mod tryboot;
+
+// The image writers and readers (feature `build`, on by default).
+#[cfg(feature = "build")]
+pub mod artifacts;
+#[cfg(feature = "build")]
+pub mod assemble;
+#[cfg(feature = "build")]
+pub mod bmap;
+#[cfg(feature = "build")]
+pub mod board;
+#[cfg(feature = "build")]
+pub mod bootfiles;
+#[cfg(feature = "build")]
+pub mod check;
+#[cfg(feature = "build")]
+pub mod cpio;
+#[cfg(feature = "build")]
+pub mod elf;
+#[cfg(feature = "build")]
+pub mod ext4;
+#[cfg(feature = "build")]
+pub mod fat;
+#[cfg(feature = "build")]
+pub mod fstree;
+#[cfg(feature = "build")]
+pub mod layout;
+#[cfg(feature = "build")]
+pub mod lock;
+#[cfg(feature = "build")]
 pub mod modules;
+#[cfg(feature = "build")]
 pub mod squashfs;
+#[cfg(feature = "build")]
 pub mod uboot;

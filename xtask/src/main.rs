@@ -1,2 +1,69 @@
-//! Keel host command line.
-fn main() {}
+//! `cargo xtask`: Keel's host command line. Parses flags and dispatches; each
+//! command lives in its own module as `run(self)` on its flags struct.
+
+mod apply;
+mod bench;
+mod build;
+mod host;
+mod inspect;
+mod keys;
+mod qemu;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test Keel images", version)]
+struct Cli {
+    /// Print the full error chain and the commands being run.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build target/images/<board>/sdcard.img (+ .bmap and SHA256SUMS).
+    Build(build::Build),
+    /// Boot a built image in QEMU with the serial console on this terminal.
+    Qemu(qemu::Qemu),
+    /// Run the whole test suite: unit tests, every board's image, QEMU boots.
+    Test(test::Test),
+    /// Manage ed25519 keys that sign update bundles.
+    Keys(keys::Keys),
+    /// Check an update bundle's signature and every chunk hash.
+    Verify(inspect::Verify),
+    /// Show an update bundle's manifest, or a card image's slots and boot state.
+    Inspect(inspect::Inspect),
+    /// Apply an update bundle to a card image's inactive slot, as the device would.
+    Apply(apply::Apply),
+    /// Print speed and memory figures against references measured in the same run.
+    Bench(bench::Bench),
+    /// (internal) the applier memory probe run by `bench`.
+    #[command(hide = true)]
+    BenchApply { mode: String, mib: u64, work: std::path::PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(b) => b.run().map(|_| ()),
+        Command::Qemu(q) => q.run(),
+        Command::Test(t) => t.run(),
+        Command::Keys(k) => k.run(),
+        Command::Verify(v) => v.run(),
+        Command::Inspect(i) => i.run(),
+        Command::Apply(a) => a.run(),
+        Command::Bench(b) => b.run(),
+        Command::BenchApply { mode, mib, work } => bench::bench_apply_child(&mode, mib, &work),
+    };
+    if let Err(e) = result {
+        if cli.verbose {
+            eprintln!("error: {e:?}");
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}

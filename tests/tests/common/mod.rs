@@ -1,0 +1,179 @@
+//! Helpers shared by the integration tests: running `cargo xtask`, building
+//! boards once per test binary, and driving a QEMU serial console.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BOARDS: [&str; 5] = ["qemu-aarch64", "qemu-armv7", "rpi4", "rpi3", "bbb"];
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn xtask_command(args: &[&str]) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root()).args(["run", "--quiet", "-p", "xtask", "--"]).args(args);
+    cmd
+}
+
+pub fn xtask(args: &[&str]) -> Output {
+    xtask_command(args).output().expect("cargo runs")
+}
+
+/// Builds serialize: two builds of one board must not share temp files.
+static BUILD: Mutex<()> = Mutex::new(());
+
+pub fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
+    BUILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds (or reuses) a board's image and returns target/images/<board>.
+pub fn build(board: &str) -> PathBuf {
+    let _guard = lock_builds();
+    let out = xtask(&["build", "--board", board]);
+    assert!(
+        out.status.success(),
+        "cargo xtask build --board {board} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root().join("target/images").join(board)
+}
+
+pub fn board_config(board: &str) -> image::board::BoardConfig {
+    image::board::BoardConfig::load(&root().join("board-configs"), board).unwrap()
+}
+
+/// A QEMU machine whose serial console the test reads and types into.
+pub struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    seen: Arc<Mutex<String>>,
+    /// Bytes of `seen` already matched by `expect`.
+    cursor: usize,
+    log: PathBuf,
+    image: PathBuf,
+}
+
+impl Console {
+    pub fn boot(board: &str, image: &Path) -> Console {
+        // Run the xtask binary itself (it execs QEMU), so killing the child
+        // really stops the machine; `cargo run` would leave QEMU behind.
+        assert!(xtask(&["--help"]).status.success(), "xtask builds");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        let mut child = Command::new(target.join("debug/xtask"))
+            .args(["qemu", "--board", board, "--image", image.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cargo xtask qemu starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let log = image.with_extension("console.log");
+        Console { child, stdin, seen, cursor: 0, log, image: image.to_path_buf() }
+    }
+
+    fn transcript(&self) -> String {
+        let s = self.seen.lock().unwrap().clone();
+        let _ = std::fs::write(&self.log, &s);
+        s
+    }
+
+    /// Waits for `needle` after everything matched so far; returns the text
+    /// between the previous match and the end of this one.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                if let Some(pos) = seen[self.cursor..].find(needle) {
+                    let end = self.cursor + pos + needle.len();
+                    let chunk = seen[self.cursor..end].to_string();
+                    self.cursor = end;
+                    return chunk;
+                }
+            }
+            if Instant::now() > deadline {
+                let t = self.transcript();
+                panic!("timed out after {timeout:?} waiting for {needle:?}; console so far (also in {}):\n{t}", self.log.display());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                let t = self.transcript();
+                panic!("QEMU exited ({status}) before {needle:?} appeared; console:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Runs one console command and returns its output up to `keel: ok` or
+    /// `keel: error...` (the status line included).
+    pub fn command(&mut self, line: &str, timeout: Duration) -> String {
+        self.send(line);
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                let rest = &seen[self.cursor..];
+                let hit = ["keel: ok", "keel: error"].iter().filter_map(|n| rest.find(n)).min();
+                if let Some(pos) = hit {
+                    let line_end = rest[pos..].find('\n').map(|e| pos + e).unwrap_or(rest.len());
+                    let chunk = rest[..line_end].to_string();
+                    self.cursor += line_end;
+                    return chunk;
+                }
+            }
+            if Instant::now() > deadline {
+                let t = self.transcript();
+                panic!("timed out waiting for {line:?} to finish; console:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_exit(mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                return self.transcript();
+            }
+            if Instant::now() > deadline {
+                let t = self.transcript();
+                panic!("QEMU did not exit within {timeout:?}; console:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.transcript();
+    }
+}

@@ -1,0 +1,14 @@
+//! The A/B update applier and the boot backends behind one interface, used
+//! by the device agent on its own card and by `cargo xtask apply` on an
+//! image file: the same code, the same guarantees.
+
+pub mod applier;
+pub mod card;
+pub mod fat;
+pub mod state;
+pub mod tryboot;
+pub mod uboot;
+
+pub use applier::{apply, ApplyError, ApplyOptions, Applied};
+pub use card::{Card, CardError};
+pub use state::{BootFlow, BootState, Slot, StateError};

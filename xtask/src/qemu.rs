@@ -1,0 +1,77 @@
+//! `cargo xtask qemu`: boots a built image the way CI does, through Debian's
+//! U-Boot, with the card as a virtio disk and the console on this terminal.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use image::board::BoardConfig;
+
+use crate::host;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Qemu {
+    /// A QEMU board: qemu-aarch64 or qemu-armv7.
+    #[arg(long)]
+    pub board: String,
+    /// Image to boot [default: target/images/<board>/sdcard.img, built if missing].
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Discard the guest's writes when QEMU exits instead of writing them to the image.
+    #[arg(long)]
+    pub snapshot: bool,
+}
+
+impl Qemu {
+    pub fn run(self) -> Result<()> {
+        let root = host::workspace_root();
+        let cfg = BoardConfig::load(&root.join("board-configs"), &self.board)?;
+        let Some(q) = cfg.qemu.clone() else {
+            bail!("board {} has no [qemu] section: QEMU cannot run it; use qemu-aarch64 or qemu-armv7", cfg.name);
+        };
+        host::ensure_tools(&[("qemu-system-aarch64", "qemu-system-arm"), ("qemu-system-arm", "qemu-system-arm")])?;
+        let image = match self.image.clone() {
+            Some(p) => p,
+            None => {
+                let b = crate::build::Build {
+                    board: cfg.name.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    locked: false,
+                    force: false,
+                    out: None,
+                    board_dir: None,
+                    key: None,
+                };
+                b.run()?.image
+            }
+        };
+        if !image.is_file() {
+            bail!("{} does not exist; build it with `cargo xtask build --board {}`", image.display(), cfg.name);
+        }
+        let lock = image::lock::LockFile::load(&root.join("board-configs").join(format!("{}.lock", cfg.name)))?
+            .with_context(|| format!("no lock file for {}; run `cargo xtask build --board {}` first", cfg.name, cfg.name))?;
+        let pkg = lock
+            .get(&q.bios_package)
+            .with_context(|| format!("{} is not in the lock file; rebuild the board", q.bios_package))?;
+        let bios = image::artifacts::cache_dir()
+            .join("unpacked")
+            .join(&pkg.sha256[..24])
+            .join(&q.bios_path);
+        if !bios.is_file() {
+            bail!("{} is missing from the cache; run `cargo xtask build --board {}`", bios.display(), cfg.name);
+        }
+        let mut drive = format!("if=none,id=card,format=raw,file={}", image.display());
+        if self.snapshot {
+            drive.push_str(",snapshot=on");
+        }
+        let mut cmd = Command::new(&q.system);
+        cmd.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory, "-nographic", "-no-user-config", "-nodefaults"])
+            .args(["-serial", "mon:stdio", "-bios"])
+            .arg(&bios)
+            .args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
+        eprintln!("keel: booting {} (quit: Ctrl-a x)", image.display());
+        // Replace this process with QEMU: signals and exit status are QEMU's own.
+        let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+        Err(err).with_context(|| format!("starting {}", q.system))
+    }
+}
