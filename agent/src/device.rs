@@ -10,12 +10,15 @@ pub const KEYS_DIR: &str = "/etc/keel/trusted-keys";
 
 /// `key=value` lines, as in /etc/keel/release.
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Value of `key=value` on the kernel command line.
 pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 pub struct Device {
@@ -27,7 +30,8 @@ impl Device {
     pub fn load() -> Result<Device, String> {
         let release = std::fs::read_to_string(RELEASE)
             .map_err(|e| format!("cannot read {RELEASE} ({e}); is this a Keel root filesystem?"))?;
-        let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
+        let cmdline = std::fs::read_to_string("/proc/cmdline")
+            .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
         Ok(Device { release, cmdline })
     }
 
@@ -45,7 +49,11 @@ impl Device {
         match self.get("boot_backend")? {
             "tryboot" => Ok(Box::new(update::tryboot::Tryboot)),
             "uboot" => {
-                let max_tries = self.get("max_tries").ok().and_then(|t| t.parse().ok()).unwrap_or(3);
+                let max_tries = self
+                    .get("max_tries")
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(3);
                 Ok(Box::new(update::uboot::Uboot { max_tries }))
             }
             other => Err(format!("unknown boot_backend '{other}' in {RELEASE}")),
@@ -58,20 +66,28 @@ impl Device {
         let uuid = param(&self.cmdline, "keel.root")
             .and_then(|v| v.strip_prefix("PARTUUID="))
             .ok_or_else(|| "the kernel command line has no keel.root=PARTUUID=".to_string())?;
-        let id = uuid.split('-').next().and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or("bad PARTUUID")?;
-        find_disk(Path::new("/sys/block"), Path::new("/dev"), id)
-            .ok_or_else(|| format!("no disk with id {id:08x} (from keel.root) found under /sys/block"))
+        let id = uuid
+            .split('-')
+            .next()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or("bad PARTUUID")?;
+        find_disk(Path::new("/sys/block"), Path::new("/dev"), id).ok_or_else(|| {
+            format!("no disk with id {id:08x} (from keel.root) found under /sys/block")
+        })
     }
 
     pub fn trusted_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
         let mut keys = Vec::new();
-        let dir = std::fs::read_dir(KEYS_DIR).map_err(|e| format!("cannot read {KEYS_DIR}: {e}"))?;
+        let dir =
+            std::fs::read_dir(KEYS_DIR).map_err(|e| format!("cannot read {KEYS_DIR}: {e}"))?;
         for e in dir.flatten() {
             let k = bundle::keys::load_verifying_key(&e.path()).map_err(|e| e.to_string())?;
             keys.push(k);
         }
         if keys.is_empty() {
-            return Err(format!("{KEYS_DIR} holds no keys; this image cannot accept updates"));
+            return Err(format!(
+                "{KEYS_DIR} holds no keys; this image cannot accept updates"
+            ));
         }
         Ok(keys)
     }
@@ -79,8 +95,11 @@ impl Device {
 
 /// Scans whole disks (not partitions) for an MBR with `disk_id`.
 pub fn find_disk(sys_block: &Path, dev: &Path, disk_id: u32) -> Option<PathBuf> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(sys_block).ok()?.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).collect();
+    let mut names: Vec<String> = std::fs::read_dir(sys_block)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
     names.sort();
     for name in names {
         if name.starts_with("loop") || name.starts_with("ram") {
@@ -88,8 +107,13 @@ pub fn find_disk(sys_block: &Path, dev: &Path, disk_id: u32) -> Option<PathBuf> 
         }
         let path = dev.join(&name);
         let mut mbr = [0u8; 512];
-        let ok = std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut mbr)).is_ok();
-        if ok && mbr[510..] == [0x55, 0xaa] && u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]) == disk_id {
+        let ok = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut mbr))
+            .is_ok();
+        if ok
+            && mbr[510..] == [0x55, 0xaa]
+            && u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]) == disk_id
+        {
             return Some(path);
         }
     }

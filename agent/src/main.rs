@@ -58,7 +58,11 @@ fn main() -> ExitCode {
 fn record(line: &str) {
     use std::io::Write;
     let _ = std::fs::create_dir_all("/data/keel");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(EVENTS) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(EVENTS)
+    {
         let _ = writeln!(f, "{line}");
         let _ = f.sync_all();
     }
@@ -80,7 +84,13 @@ fn status() -> Result<(), String> {
     let mut card = open_card(&dev)?;
     let state = dev.flow()?.read(&mut card).map_err(|e| e.to_string())?;
     println!("active_slot={}", state.active.letter());
-    println!("trial_slot={}", state.trial.map(|s| s.letter().to_string()).unwrap_or_else(|| "none".into()));
+    println!(
+        "trial_slot={}",
+        state
+            .trial
+            .map(|s| s.letter().to_string())
+            .unwrap_or_else(|| "none".into())
+    );
     println!("on_trial={}", state.on_trial(booted));
     if let Ok(p) = std::fs::read_to_string(PENDING) {
         println!("pending={}", p.trim());
@@ -107,25 +117,49 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
     let trusted = dev.trusted_keys()?;
     let board = dev.get("board")?.to_string();
     let version = dev.get("version")?.to_string();
-    let opts = update::ApplyOptions { board: &board, running_version: &version, booted, trusted: &trusted, allow_downgrade };
+    let opts = update::ApplyOptions {
+        board: &board,
+        running_version: &version,
+        booted,
+        trusted: &trusted,
+        allow_downgrade,
+    };
     let flow = dev.flow()?;
     let mut card = open_card(&dev)?;
     let applied = if source == "-" {
         update::apply(std::io::stdin().lock(), &mut card, flow.as_ref(), &opts)
     } else {
-        let open = || std::fs::File::open(&source).map_err(|e| format!("cannot open {source}: {e}"));
+        let open =
+            || std::fs::File::open(&source).map_err(|e| format!("cannot open {source}: {e}"));
         let meta = std::fs::metadata(&source).map_err(|e| format!("cannot open {source}: {e}"))?;
         // A bundle on a block device is padded to the device's size: read
         // exactly the bundle, which the manifest's sizes determine.
         let is_block = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
-        let len = if is_block { bundle_len(open()?)? } else { meta.len() };
+        let len = if is_block {
+            bundle_len(open()?)?
+        } else {
+            meta.len()
+        };
         // A file can be read twice: verify all of it before writing a byte.
-        update::applier::verify(std::io::BufReader::new(open()?).take(len), &opts).map_err(|e| e.to_string())?;
-        update::apply(std::io::BufReader::new(open()?).take(len), &mut card, flow.as_ref(), &opts)
+        update::applier::verify(std::io::BufReader::new(open()?).take(len), &opts)
+            .map_err(|e| e.to_string())?;
+        update::apply(
+            std::io::BufReader::new(open()?).take(len),
+            &mut card,
+            flow.as_ref(),
+            &opts,
+        )
     }
     .map_err(|e| format!("update rejected: {e}"))?;
     let _ = std::fs::create_dir_all("/data/keel");
-    let _ = std::fs::write(PENDING, format!("slot={} version={}\n", applied.slot.letter(), applied.manifest.version));
+    let _ = std::fs::write(
+        PENDING,
+        format!(
+            "slot={} version={}\n",
+            applied.slot.letter(),
+            applied.manifest.version
+        ),
+    );
     record(&format!(
         "update: slot {} now holds version {} ({} bytes written); it boots next on trial",
         applied.slot.letter(),
@@ -141,7 +175,8 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
 /// Total length of the bundle at the start of `r`, from its header and manifest.
 fn bundle_len(mut r: impl Read) -> Result<u64, String> {
     let mut head = [0u8; 16];
-    r.read_exact(&mut head).map_err(|e| format!("cannot read the bundle header: {e}"))?;
+    r.read_exact(&mut head)
+        .map_err(|e| format!("cannot read the bundle header: {e}"))?;
     if &head[..8] != bundle::MAGIC {
         return Err("no Keel bundle at the start of the device".into());
     }
@@ -150,10 +185,15 @@ fn bundle_len(mut r: impl Read) -> Result<u64, String> {
         return Err("bundle manifest too large".into());
     }
     let mut text = vec![0u8; len as usize];
-    r.read_exact(&mut text).map_err(|e| format!("bundle truncated: {e}"))?;
+    r.read_exact(&mut text)
+        .map_err(|e| format!("bundle truncated: {e}"))?;
     let mut count = [0u8; 1];
-    r.read_exact(&mut count).map_err(|e| format!("bundle truncated: {e}"))?;
-    let m = std::str::from_utf8(&text).ok().and_then(|t| bundle::Manifest::parse(t).ok()).ok_or("bad manifest")?;
+    r.read_exact(&mut count)
+        .map_err(|e| format!("bundle truncated: {e}"))?;
+    let m = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| bundle::Manifest::parse(t).ok())
+        .ok_or("bad manifest")?;
     let stored: u64 = m.payloads.iter().map(|p| p.stored).sum();
     Ok(16 + len as u64 + 1 + count[0] as u64 * 96 + stored)
 }
@@ -169,9 +209,14 @@ fn confirm() -> Result<(), String> {
         let _ = std::fs::remove_file(PENDING);
         return Ok(());
     }
-    flow.write(&mut card, &state.confirm(booted)).map_err(|e| e.to_string())?;
+    flow.write(&mut card, &state.confirm(booted))
+        .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(PENDING);
-    record(&format!("confirmed: slot {} version {}", booted.letter(), dev.get("version")?));
+    record(&format!(
+        "confirmed: slot {} version {}",
+        booted.letter(),
+        dev.get("version")?
+    ));
     Ok(())
 }
 
@@ -184,7 +229,10 @@ fn revert() -> Result<(), String> {
     let next = state.revert(booted).map_err(|e| e.to_string())?;
     flow.write(&mut card, &next).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(PENDING);
-    record(&format!("reverted: slot {} boots next", next.active.letter()));
+    record(&format!(
+        "reverted: slot {} boots next",
+        next.active.letter()
+    ));
     Ok(())
 }
 
@@ -192,7 +240,11 @@ fn revert() -> Result<(), String> {
 fn note_rollback(booted: Slot) {
     if let Ok(p) = std::fs::read_to_string(PENDING) {
         if !p.contains(&format!("slot={}", booted.letter())) {
-            record(&format!("rolled back: pending update ({}) never confirmed; running slot {}", p.trim(), booted.letter()));
+            record(&format!(
+                "rolled back: pending update ({}) never confirmed; running slot {}",
+                p.trim(),
+                booted.letter()
+            ));
             let _ = std::fs::remove_file(PENDING);
         }
     }
@@ -207,8 +259,14 @@ struct AgentConf {
 
 fn agent_conf() -> AgentConf {
     let text = std::fs::read_to_string("/etc/keel/agent.conf").unwrap_or_default();
-    let num = |k: &str, d: u64| device::field(&text, k).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
-    AgentConf { trial_timeout: num("trial_timeout", 120) }
+    let num = |k: &str, d: u64| {
+        device::field(&text, k)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(d)
+    };
+    AgentConf {
+        trial_timeout: num("trial_timeout", 120),
+    }
 }
 
 /// init keeps this file while the supervision tree is up and stable.

@@ -2,7 +2,9 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("not a Keel update bundle (bad magic); is this the update.fw from `cargo xtask build`?")]
+    #[error(
+        "not a Keel update bundle (bad magic); is this the update.fw from `cargo xtask build`?"
+    )]
     Magic,
     #[error("bundle format {0} is not supported by this device (it reads format {1}); build the bundle with a matching Keel")]
     Format(u32, u32),

@@ -15,8 +15,11 @@ pub fn generate() -> Result<SigningKey, BundleError> {
 }
 
 fn parse_hex32(text: &str, what: &str) -> Result<[u8; 32], BundleError> {
-    let bytes = hex::decode(text.trim()).map_err(|e| BundleError::Key(format!("{what} is not hex: {e}")))?;
-    bytes.try_into().map_err(|_| BundleError::Key(format!("{what} must be 32 bytes (64 hex characters)")))
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| BundleError::Key(format!("{what} is not hex: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| BundleError::Key(format!("{what} must be 32 bytes (64 hex characters)")))
 }
 
 pub fn signing_key_from_text(text: &str) -> Result<SigningKey, BundleError> {
@@ -37,8 +40,9 @@ pub fn verifying_key_text(key: &VerifyingKey) -> String {
 }
 
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, BundleError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BundleError::Key(format!("cannot read private key {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BundleError::Key(format!("cannot read private key {}: {e}", path.display()))
+    })?;
     signing_key_from_text(&text).map_err(|e| BundleError::Key(format!("{}: {e}", path.display())))
 }
 

@@ -60,7 +60,9 @@ fn bad(msg: impl Into<String>) -> BundleError {
 
 fn check_value(key: &str, v: &str) -> Result<(), BundleError> {
     if v.is_empty() || v.contains(char::is_whitespace) {
-        return Err(bad(format!("{key} must be a non-empty word without spaces")));
+        return Err(bad(format!(
+            "{key} must be a non-empty word without spaces"
+        )));
     }
     Ok(())
 }
@@ -71,7 +73,12 @@ impl Manifest {
     }
 
     pub fn to_text(&self) -> Result<String, BundleError> {
-        for (k, v) in [("board", &self.board), ("version", &self.version), ("min_version", &self.min_version), ("build_id", &self.build_id)] {
+        for (k, v) in [
+            ("board", &self.board),
+            ("version", &self.version),
+            ("min_version", &self.min_version),
+            ("build_id", &self.build_id),
+        ] {
             check_value(k, v)?;
         }
         let mut s = format!(
@@ -88,7 +95,12 @@ impl Manifest {
                 p.compression.name()
             ));
             for c in &p.chunks {
-                s.push_str(&format!("chunk={} {} {}\n", c.stored, hex::encode(c.stored_sha256), hex::encode(c.sha256)));
+                s.push_str(&format!(
+                    "chunk={} {} {}\n",
+                    c.stored,
+                    hex::encode(c.stored_sha256),
+                    hex::encode(c.sha256)
+                ));
             }
         }
         Ok(s)
@@ -105,8 +117,13 @@ impl Manifest {
         };
         let mut format_seen = false;
         for (n, line) in text.lines().enumerate() {
-            let (key, rest) = line.split_once('=').ok_or_else(|| bad(format!("line {}: expected key=value", n + 1)))?;
-            let num = |v: &str| v.parse::<u64>().map_err(|_| bad(format!("line {}: {key} is not a number", n + 1)));
+            let (key, rest) = line
+                .split_once('=')
+                .ok_or_else(|| bad(format!("line {}: expected key=value", n + 1)))?;
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("line {}: {key} is not a number", n + 1)))
+            };
             match key {
                 "format" => {
                     if rest != "1" {
@@ -122,33 +139,58 @@ impl Manifest {
                 "payload" => {
                     let mut words = rest.split(' ');
                     let name = words.next().unwrap_or_default().to_string();
-                    let mut p = PayloadInfo { name, size: 0, stored: 0, compression: Compression::None, chunks: Vec::new() };
+                    let mut p = PayloadInfo {
+                        name,
+                        size: 0,
+                        stored: 0,
+                        compression: Compression::None,
+                        chunks: Vec::new(),
+                    };
                     let mut seen = 0;
                     for w in words {
                         match w.split_once('=') {
                             Some(("size", v)) => p.size = num(v)?,
                             Some(("stored", v)) => p.stored = num(v)?,
-                            Some(("compression", "deflate")) => p.compression = Compression::Deflate,
+                            Some(("compression", "deflate")) => {
+                                p.compression = Compression::Deflate
+                            }
                             Some(("compression", "none")) => p.compression = Compression::None,
-                            _ => return Err(bad(format!("line {}: unknown payload field '{w}'", n + 1))),
+                            _ => {
+                                return Err(bad(format!(
+                                    "line {}: unknown payload field '{w}'",
+                                    n + 1
+                                )))
+                            }
                         }
                         seen += 1;
                     }
                     if seen != 3 {
-                        return Err(bad(format!("line {}: payload needs size, stored and compression", n + 1)));
+                        return Err(bad(format!(
+                            "line {}: payload needs size, stored and compression",
+                            n + 1
+                        )));
                     }
                     m.payloads.push(p);
                 }
                 "chunk" => {
-                    let p = m.payloads.last_mut().ok_or_else(|| bad("chunk before any payload"))?;
+                    let p = m
+                        .payloads
+                        .last_mut()
+                        .ok_or_else(|| bad("chunk before any payload"))?;
                     let hash = |v: Option<&str>| -> Result<[u8; 32], BundleError> {
                         let bytes = hex::decode(v.unwrap_or_default())
                             .map_err(|_| bad(format!("line {}: chunk hash is not hex", n + 1)))?;
-                        bytes.try_into().map_err(|_| bad(format!("line {}: chunk hash is not 32 bytes", n + 1)))
+                        bytes
+                            .try_into()
+                            .map_err(|_| bad(format!("line {}: chunk hash is not 32 bytes", n + 1)))
                     };
                     let mut words = rest.split(' ');
                     let stored = num(words.next().unwrap_or_default())?;
-                    let chunk = Chunk { stored, stored_sha256: hash(words.next())?, sha256: hash(words.next())? };
+                    let chunk = Chunk {
+                        stored,
+                        stored_sha256: hash(words.next())?,
+                        sha256: hash(words.next())?,
+                    };
                     if words.next().is_some() {
                         return Err(bad(format!("line {}: chunk has extra fields", n + 1)));
                     }
@@ -160,11 +202,18 @@ impl Manifest {
         if !format_seen {
             return Err(bad("missing format"));
         }
-        for (k, v) in [("board", &m.board), ("version", &m.version), ("min_version", &m.min_version), ("build_id", &m.build_id)] {
+        for (k, v) in [
+            ("board", &m.board),
+            ("version", &m.version),
+            ("min_version", &m.min_version),
+            ("build_id", &m.build_id),
+        ] {
             check_value(k, v)?;
         }
         if m.chunk_size == 0 || m.chunk_size > (64 << 20) || m.chunk_size % 512 != 0 {
-            return Err(bad("chunk_size must be a multiple of 512 between 512 B and 64 MiB"));
+            return Err(bad(
+                "chunk_size must be a multiple of 512 between 512 B and 64 MiB",
+            ));
         }
         if m.payloads.is_empty() {
             return Err(bad("no payloads"));
@@ -182,15 +231,27 @@ impl Manifest {
                 )));
             }
             if p.chunks.iter().map(|c| c.stored).sum::<u64>() != p.stored {
-                return Err(bad(format!("payload '{}': its chunks' stored sizes do not add up to stored", p.name)));
+                return Err(bad(format!(
+                    "payload '{}': its chunks' stored sizes do not add up to stored",
+                    p.name
+                )));
             }
             // Bounds what a reader buffers per chunk: deflate never needs
             // more than a small overhead over the plain data.
-            if p.chunks.iter().any(|c| c.stored > m.chunk_size + m.chunk_size / 8 + 1024) {
-                return Err(bad(format!("payload '{}' has a chunk larger than chunk_size allows", p.name)));
+            if p.chunks
+                .iter()
+                .any(|c| c.stored > m.chunk_size + m.chunk_size / 8 + 1024)
+            {
+                return Err(bad(format!(
+                    "payload '{}' has a chunk larger than chunk_size allows",
+                    p.name
+                )));
             }
             if p.compression == Compression::None && p.stored != p.size {
-                return Err(bad(format!("payload '{}' is uncompressed but stored size differs from size", p.name)));
+                return Err(bad(format!(
+                    "payload '{}' is uncompressed but stored size differs from size",
+                    p.name
+                )));
             }
         }
         Ok(m)
@@ -214,8 +275,16 @@ mod tests {
                 stored: 100,
                 compression: Compression::Deflate,
                 chunks: vec![
-                    Chunk { stored: 60, stored_sha256: [3; 32], sha256: [1; 32] },
-                    Chunk { stored: 40, stored_sha256: [4; 32], sha256: [2; 32] },
+                    Chunk {
+                        stored: 60,
+                        stored_sha256: [3; 32],
+                        sha256: [1; 32],
+                    },
+                    Chunk {
+                        stored: 40,
+                        stored_sha256: [4; 32],
+                        sha256: [2; 32],
+                    },
                 ],
             }],
         }
@@ -230,10 +299,16 @@ mod tests {
     #[test]
     fn rejects_lies_and_unknowns() {
         let t = sample().to_text().unwrap();
-        assert!(Manifest::parse(&t.replace("size=2000", "size=5000")).is_err(), "chunk count must follow size");
+        assert!(
+            Manifest::parse(&t.replace("size=2000", "size=5000")).is_err(),
+            "chunk count must follow size"
+        );
         assert!(Manifest::parse(&t.replace("board=", "bored=")).is_err());
         assert!(Manifest::parse(&t.replace("format=1", "format=2")).is_err());
-        assert!(Manifest::parse(&format!("{t}payload=rootfs size=0 stored=0 compression=none\n")).is_err());
+        assert!(Manifest::parse(&format!(
+            "{t}payload=rootfs size=0 stored=0 compression=none\n"
+        ))
+        .is_err());
     }
 
     proptest::proptest! {

@@ -9,7 +9,10 @@ use flate2::read::DeflateDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::writer::read_full;
-use crate::{BundleError, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_MANIFEST, MAX_SIGNATURES};
+use crate::{
+    BundleError, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_MANIFEST,
+    MAX_SIGNATURES,
+};
 
 pub struct BundleReader<R: Read> {
     r: R,
@@ -20,7 +23,9 @@ pub struct BundleReader<R: Read> {
 
 fn exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), BundleError> {
     r.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => BundleError::Truncated(format!("it ends inside the {what}")),
+        std::io::ErrorKind::UnexpectedEof => {
+            BundleError::Truncated(format!("it ends inside the {what}"))
+        }
         _ => BundleError::Io(e),
     })
 }
@@ -40,7 +45,9 @@ impl<R: Read> BundleReader<R> {
         }
         let len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
         if len > MAX_MANIFEST {
-            return Err(BundleError::Manifest(format!("manifest length {len} exceeds the {MAX_MANIFEST}-byte limit")));
+            return Err(BundleError::Manifest(format!(
+                "manifest length {len} exceeds the {MAX_MANIFEST}-byte limit"
+            )));
         }
         let mut signed = head.to_vec();
         signed.resize(16 + len as usize, 0);
@@ -48,23 +55,38 @@ impl<R: Read> BundleReader<R> {
         let mut count = [0u8; 1];
         exact(&mut r, &mut count, "signature list")?;
         if count[0] == 0 || count[0] > MAX_SIGNATURES {
-            return Err(BundleError::Manifest(format!("{} signatures (1 to {MAX_SIGNATURES} allowed)", count[0])));
+            return Err(BundleError::Manifest(format!(
+                "{} signatures (1 to {MAX_SIGNATURES} allowed)",
+                count[0]
+            )));
         }
         let mut signer = None;
         for _ in 0..count[0] {
             let mut entry = [0u8; 96];
             exact(&mut r, &mut entry, "signature list")?;
-            let Ok(key) = VerifyingKey::from_bytes(entry[..32].try_into().expect("32 bytes")) else { continue };
+            let Ok(key) = VerifyingKey::from_bytes(entry[..32].try_into().expect("32 bytes"))
+            else {
+                continue;
+            };
             let sig = Signature::from_bytes(entry[32..].try_into().expect("64 bytes"));
-            if signer.is_none() && trusted.contains(&key) && key.verify_strict(&signed, &sig).is_ok() {
+            if signer.is_none()
+                && trusted.contains(&key)
+                && key.verify_strict(&signed, &sig).is_ok()
+            {
                 signer = Some(key);
             }
         }
         let signer = signer.ok_or(BundleError::Untrusted)?;
         // Parsed only once signed: an attacker's manifest never reaches the parser.
-        let text = std::str::from_utf8(&signed[16..]).map_err(|_| BundleError::Manifest("not UTF-8".into()))?;
+        let text = std::str::from_utf8(&signed[16..])
+            .map_err(|_| BundleError::Manifest("not UTF-8".into()))?;
         let manifest = Manifest::parse(text)?;
-        Ok(BundleReader { r, manifest, next: 0, signer })
+        Ok(BundleReader {
+            r,
+            manifest,
+            next: 0,
+            signer,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -78,22 +100,36 @@ impl<R: Read> BundleReader<R> {
 
     pub fn check_board(&self, board: &str) -> Result<(), BundleError> {
         if self.manifest.board != board {
-            return Err(BundleError::WrongBoard { expected: board.to_string(), found: self.manifest.board.clone() });
+            return Err(BundleError::WrongBoard {
+                expected: board.to_string(),
+                found: self.manifest.board.clone(),
+            });
         }
         Ok(())
     }
 
     /// The next payload, in bundle order; None after the last one.
     pub fn next_payload(&mut self) -> Result<Option<PayloadReader<'_, R>>, BundleError> {
-        let Some(info) = self.manifest.payloads.get(self.next).cloned() else { return Ok(None) };
+        let Some(info) = self.manifest.payloads.get(self.next).cloned() else {
+            return Ok(None);
+        };
         self.next += 1;
-        Ok(Some(PayloadReader { info, chunk_size: self.manifest.chunk_size, r: &mut self.r, index: 0, stored: Vec::new() }))
+        Ok(Some(PayloadReader {
+            info,
+            chunk_size: self.manifest.chunk_size,
+            r: &mut self.r,
+            index: 0,
+            stored: Vec::new(),
+        }))
     }
 
     /// Checks nothing follows the last payload (call after all payloads).
     pub fn finish(mut self) -> Result<(), BundleError> {
         while self.next_payload()?.is_some() {
-            return Err(BundleError::SizeMismatch { payload: "(unread)".into(), detail: "was not read".into() });
+            return Err(BundleError::SizeMismatch {
+                payload: "(unread)".into(),
+                detail: "was not read".into(),
+            });
         }
         let mut extra = 0u64;
         let mut buf = [0u8; 4096];
@@ -129,24 +165,42 @@ impl<R: Read> PayloadReader<'_, R> {
     /// hash before they are decompressed, and the result against its own
     /// signed hash and size, so nothing unverified ever leaves this function.
     pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, BundleError> {
-        let Some(chunk) = self.info.chunks.get(self.index).copied() else { return Ok(None) };
+        let Some(chunk) = self.info.chunks.get(self.index).copied() else {
+            return Ok(None);
+        };
         let name = &self.info.name;
         let index = self.index as u64;
         self.stored.resize(chunk.stored as usize, 0);
-        self.r.read_exact(&mut self.stored).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => BundleError::Truncated(format!("payload '{name}' ends early")),
-            _ => BundleError::Io(e),
-        })?;
+        self.r
+            .read_exact(&mut self.stored)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    BundleError::Truncated(format!("payload '{name}' ends early"))
+                }
+                _ => BundleError::Io(e),
+            })?;
         if <[u8; 32]>::from(Sha256::digest(&self.stored)) != chunk.stored_sha256 {
-            return Err(BundleError::ChunkHash { payload: name.clone(), index });
+            return Err(BundleError::ChunkHash {
+                payload: name.clone(),
+                index,
+            });
         }
         let last = self.index + 1 == self.info.chunks.len();
-        let want = if last { self.info.size - index * self.chunk_size } else { self.chunk_size };
-        let mismatch = |detail: &str| BundleError::SizeMismatch { payload: name.clone(), detail: detail.to_string() };
+        let want = if last {
+            self.info.size - index * self.chunk_size
+        } else {
+            self.chunk_size
+        };
+        let mismatch = |detail: &str| BundleError::SizeMismatch {
+            payload: name.clone(),
+            detail: detail.to_string(),
+        };
         match self.info.compression {
             Compression::None => {
                 if chunk.stored != want {
-                    return Err(mismatch("has a chunk whose length differs from its signed size"));
+                    return Err(mismatch(
+                        "has a chunk whose length differs from its signed size",
+                    ));
                 }
                 buf.clear();
                 buf.extend_from_slice(&self.stored);
@@ -154,16 +208,22 @@ impl<R: Read> PayloadReader<'_, R> {
             Compression::Deflate => {
                 buf.resize(want as usize, 0);
                 let mut dec = DeflateDecoder::new(&self.stored[..]);
-                let got = read_full(&mut dec, buf).map_err(|_| mismatch("has a chunk that does not decompress"))?;
+                let got = read_full(&mut dec, buf)
+                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
                 let mut probe = [0u8; 1];
-                let more = dec.read(&mut probe).map_err(|_| mismatch("has a chunk that does not decompress"))?;
+                let more = dec
+                    .read(&mut probe)
+                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
                 if got as u64 != want || more != 0 {
                     return Err(mismatch("has a chunk that decompresses to the wrong size"));
                 }
             }
         }
         if <[u8; 32]>::from(Sha256::digest(&buf[..])) != chunk.sha256 {
-            return Err(BundleError::ChunkHash { payload: name.clone(), index });
+            return Err(BundleError::ChunkHash {
+                payload: name.clone(),
+                index,
+            });
         }
         self.index += 1;
         Ok(Some(want as usize))

@@ -11,7 +11,10 @@ pub fn compare(a: &str, b: &str) -> Ordering {
             Some((c, _)) => (c, true),
             None => (v, false),
         };
-        (core.split('.').map(|p| p.parse().unwrap_or(0)).collect(), pre)
+        (
+            core.split('.').map(|p| p.parse().unwrap_or(0)).collect(),
+            pre,
+        )
     };
     let ((mut va, pa), (mut vb, pb)) = (parse(a), parse(b));
     let n = va.len().max(vb.len());

@@ -7,7 +7,9 @@ use ed25519_dalek::{Signer, SigningKey};
 use flate2::write::DeflateEncoder;
 use sha2::{Digest, Sha256};
 
-use crate::{BundleError, Chunk, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_SIGNATURES};
+use crate::{
+    BundleError, Chunk, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_SIGNATURES,
+};
 
 pub struct PayloadSource<'a> {
     pub name: &'a str,
@@ -25,17 +27,27 @@ pub fn write_bundle<W: Write>(
     keys: &[&SigningKey],
 ) -> Result<Manifest, BundleError> {
     if keys.is_empty() || keys.len() > MAX_SIGNATURES as usize {
-        return Err(BundleError::Key(format!("a bundle needs 1 to {MAX_SIGNATURES} signing keys")));
+        return Err(BundleError::Key(format!(
+            "a bundle needs 1 to {MAX_SIGNATURES} signing keys"
+        )));
     }
     let chunk = header.chunk_size as usize;
-    let mut manifest = Manifest { payloads: Vec::new(), ..header.clone() };
+    let mut manifest = Manifest {
+        payloads: Vec::new(),
+        ..header.clone()
+    };
     // Stored payloads are kept in memory on the host: they are compressed,
     // and the signed manifest has to be written before them.
     let mut stored = Vec::new();
     let mut buf = vec![0u8; chunk];
     for src in sources.iter_mut() {
-        let mut info =
-            PayloadInfo { name: src.name.to_string(), size: 0, stored: 0, compression: src.compression, chunks: Vec::new() };
+        let mut info = PayloadInfo {
+            name: src.name.to_string(),
+            size: 0,
+            stored: 0,
+            compression: src.compression,
+            chunks: Vec::new(),
+        };
         let mut bytes = Vec::new();
         loop {
             let n = read_full(src.data, &mut buf)?;

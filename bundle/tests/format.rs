@@ -21,7 +21,9 @@ fn header(board: &str, chunk: u64) -> Manifest {
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     // Compressible but not trivially so.
-    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(seed) ^ (i % 3) as u8).collect()
+    (0..len)
+        .map(|i| ((i / 7) as u8).wrapping_mul(seed) ^ (i % 3) as u8)
+        .collect()
 }
 
 fn make(keys: &[&SigningKey]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
@@ -33,8 +35,16 @@ fn make(keys: &[&SigningKey]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         &mut out,
         &header("qemu-aarch64", 1024),
         &mut [
-            PayloadSource { name: "boot", data: &mut b, compression: Compression::Deflate },
-            PayloadSource { name: "rootfs", data: &mut r, compression: Compression::None },
+            PayloadSource {
+                name: "boot",
+                data: &mut b,
+                compression: Compression::Deflate,
+            },
+            PayloadSource {
+                name: "rootfs",
+                data: &mut r,
+                compression: Compression::None,
+            },
         ],
         keys,
     )
@@ -43,7 +53,10 @@ fn make(keys: &[&SigningKey]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 }
 
 /// Reads every payload through the verifier; returns them or the first error.
-fn read_all(bytes: &[u8], trusted: &[ed25519_dalek::VerifyingKey]) -> Result<Vec<Vec<u8>>, BundleError> {
+fn read_all(
+    bytes: &[u8],
+    trusted: &[ed25519_dalek::VerifyingKey],
+) -> Result<Vec<Vec<u8>>, BundleError> {
     let mut rd = BundleReader::open(bytes, trusted)?;
     rd.check_board("qemu-aarch64")?;
     let mut out = Vec::new();
@@ -63,7 +76,10 @@ fn read_all(bytes: &[u8], trusted: &[ed25519_dalek::VerifyingKey]) -> Result<Vec
 fn round_trip() {
     let k = key(1);
     let (bytes, boot, root) = make(&[&k]);
-    assert_eq!(read_all(&bytes, &[k.verifying_key()]).unwrap(), vec![boot, root]);
+    assert_eq!(
+        read_all(&bytes, &[k.verifying_key()]).unwrap(),
+        vec![boot, root]
+    );
 }
 
 #[test]
@@ -71,7 +87,10 @@ fn any_of_several_trusted_keys_is_enough() {
     let (old, new) = (key(1), key(2));
     let (bytes, ..) = make(&[&new]);
     assert!(read_all(&bytes, &[old.verifying_key(), new.verifying_key()]).is_ok());
-    assert!(matches!(read_all(&bytes, &[old.verifying_key()]), Err(BundleError::Untrusted)));
+    assert!(matches!(
+        read_all(&bytes, &[old.verifying_key()]),
+        Err(BundleError::Untrusted)
+    ));
 }
 
 #[test]
@@ -81,7 +100,11 @@ fn every_flipped_byte_is_rejected() {
     for i in 0..bytes.len() {
         let mut t = bytes.clone();
         t[i] ^= 0x01;
-        assert!(read_all(&t, &[k.verifying_key()]).is_err(), "flipping byte {i} of {} went unnoticed", bytes.len());
+        assert!(
+            read_all(&t, &[k.verifying_key()]).is_err(),
+            "flipping byte {i} of {} went unnoticed",
+            bytes.len()
+        );
     }
 }
 
@@ -90,7 +113,10 @@ fn every_truncation_is_rejected() {
     let k = key(1);
     let (bytes, ..) = make(&[&k]);
     for len in 0..bytes.len() {
-        assert!(read_all(&bytes[..len], &[k.verifying_key()]).is_err(), "truncation at {len} went unnoticed");
+        assert!(
+            read_all(&bytes[..len], &[k.verifying_key()]).is_err(),
+            "truncation at {len} went unnoticed"
+        );
     }
 }
 
@@ -99,7 +125,10 @@ fn trailing_bytes_are_rejected() {
     let k = key(1);
     let (mut bytes, ..) = make(&[&k]);
     bytes.extend_from_slice(b"junk");
-    assert!(matches!(read_all(&bytes, &[k.verifying_key()]), Err(BundleError::Trailing(4))));
+    assert!(matches!(
+        read_all(&bytes, &[k.verifying_key()]),
+        Err(BundleError::Trailing(4))
+    ));
 }
 
 #[test]
@@ -108,10 +137,15 @@ fn wrong_board_and_format_are_named() {
     let (bytes, ..) = make(&[&k]);
     let rd = BundleReader::open(&bytes[..], &[k.verifying_key()]).unwrap();
     let err = rd.check_board("bbb").unwrap_err().to_string();
-    assert!(err.contains("'qemu-aarch64'") && err.contains("'bbb'"), "{err}");
+    assert!(
+        err.contains("'qemu-aarch64'") && err.contains("'bbb'"),
+        "{err}"
+    );
     let mut t = bytes.clone();
     t[8] = 2;
-    let err = BundleReader::open(&t[..], &[k.verifying_key()]).err().unwrap();
+    let err = BundleReader::open(&t[..], &[k.verifying_key()])
+        .err()
+        .unwrap();
     assert!(matches!(err, BundleError::Format(2, 1)), "{err}");
 }
 
@@ -122,7 +156,9 @@ fn signed_manifest_that_lies_about_sizes_is_rejected() {
     let k = key(1);
     let (bytes, ..) = make(&[&k]);
     let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let text = std::str::from_utf8(&bytes[16..16 + len]).unwrap().to_string();
+    let text = std::str::from_utf8(&bytes[16..16 + len])
+        .unwrap()
+        .to_string();
     let payload_start = 16 + len + 1 + 96;
     let body = &bytes[payload_start..];
     let m = Manifest::parse(&text).unwrap();
@@ -130,7 +166,10 @@ fn signed_manifest_that_lies_about_sizes_is_rejected() {
     for lie in [stored - 1, stored + 1] {
         let forged = text.replace(&format!("stored={stored} "), &format!("stored={lie} "));
         let resigned = resign(&forged, body, &k);
-        assert!(read_all(&resigned, &[k.verifying_key()]).is_err(), "stored={lie} accepted");
+        assert!(
+            read_all(&resigned, &[k.verifying_key()]).is_err(),
+            "stored={lie} accepted"
+        );
     }
 }
 

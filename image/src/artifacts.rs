@@ -26,17 +26,31 @@ pub enum ArtifactError {
     #[error("package '{0}' is not in Debian {SUITE} for this architecture; check the package name in the board config")]
     NotFound(String),
     #[error("{package} {version} is pinned in {lock} but the archive no longer has it, and --locked forbids another version; run without --locked to update the lock")]
-    LockedUnavailable { package: String, version: String, lock: String },
+    LockedUnavailable {
+        package: String,
+        version: String,
+        lock: String,
+    },
     #[error("{package}: --locked but {lock} has no entry for it; run without --locked to add it")]
     LockedMissing { package: String, lock: String },
     #[error("{path}: sha256 {found} does not match the pinned {expected} even after a fresh download; the archive changed a pinned version, remove the entry from the lock file to accept it")]
-    Checksum { path: PathBuf, expected: String, found: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("I/O on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io { path: path.to_owned(), source }
+    move |source| ArtifactError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// One package, fetched, verified and unpacked.
@@ -56,7 +70,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("keel");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("keel")
 }
 
@@ -96,14 +112,19 @@ pub fn mirror() -> Result<String, ArtifactError> {
             }
         }
     }
-    texts.iter().find_map(|t| find_mirror(t)).ok_or(ArtifactError::NoMirror)
+    texts
+        .iter()
+        .find_map(|t| find_mirror(t))
+        .ok_or(ArtifactError::NoMirror)
 }
 
 /// First archive URI serving the bookworm suite itself (not security), from
 /// either one-line or deb822 sources.
 fn find_mirror(text: &str) -> Option<String> {
     let serves = |uri: &str, suites: &str| {
-        suites.split_whitespace().any(|s| s == SUITE) && !uri.contains("security") && uri.starts_with("http")
+        suites.split_whitespace().any(|s| s == SUITE)
+            && !uri.contains("security")
+            && uri.starts_with("http")
     };
     for line in text.lines() {
         let line = line.trim();
@@ -122,9 +143,13 @@ fn find_mirror(text: &str) -> Option<String> {
     }
     for stanza in text.split("\n\n") {
         let field = |name: &str| {
-            stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
         };
-        let (Some(types), Some(uris), Some(suites)) = (field("Types:"), field("URIs:"), field("Suites:")) else {
+        let (Some(types), Some(uris), Some(suites)) =
+            (field("Types:"), field("URIs:"), field("Suites:"))
+        else {
             continue;
         };
         if !types.split_whitespace().any(|t| t == "deb") {
@@ -151,7 +176,11 @@ pub struct PackageRecord {
 
 pub fn parse_record(text: &str) -> Option<PackageRecord> {
     let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
     };
     Some(PackageRecord {
         package: field("Package")?,
@@ -183,7 +212,10 @@ impl Apt {
     pub fn new(cache: &Path, debian_arch: &str) -> Result<Self, ArtifactError> {
         for (tool, package) in [("apt-get", "apt"), ("dpkg-deb", "dpkg")] {
             if which(tool).is_none() {
-                return Err(ArtifactError::MissingTool { tool: tool.into(), package: package.into() });
+                return Err(ArtifactError::MissingTool {
+                    tool: tool.into(),
+                    package: package.into(),
+                });
             }
         }
         if !Path::new(KEYRING).exists() {
@@ -193,7 +225,11 @@ impl Apt {
         for sub in ["lists/partial", "archives/partial", "etc"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
         }
-        Ok(Apt { dir, arch: debian_arch.to_string(), updated: false })
+        Ok(Apt {
+            dir,
+            arch: debian_arch.to_string(),
+            updated: false,
+        })
     }
 
     fn options(&self) -> Vec<String> {
@@ -224,11 +260,21 @@ impl Apt {
         if self.updated {
             return Ok(());
         }
-        let sources = format!("deb [signed-by={KEYRING}] {} {SUITE} main non-free-firmware\n", mirror()?);
+        let sources = format!(
+            "deb [signed-by={KEYRING}] {} {SUITE} main non-free-firmware\n",
+            mirror()?
+        );
         let path = self.dir.join("etc/sources.list");
         std::fs::write(&path, sources).map_err(io(&path))?;
-        eprintln!("keel: refreshing Debian {SUITE} package lists ({})", self.arch);
-        let out = Command::new("apt-get").args(self.options()).args(["-q", "update"]).output().map_err(io(&path))?;
+        eprintln!(
+            "keel: refreshing Debian {SUITE} package lists ({})",
+            self.arch
+        );
+        let out = Command::new("apt-get")
+            .args(self.options())
+            .args(["-q", "update"])
+            .output()
+            .map_err(io(&path))?;
         if !out.status.success() {
             return Err(ArtifactError::Apt {
                 what: "apt-get update".into(),
@@ -259,7 +305,12 @@ impl Apt {
     pub fn resolve(&mut self, name: &str) -> Result<LockedPackage, ArtifactError> {
         let mut rec = self.show(name)?;
         if name.starts_with("linux-image-") {
-            if let Some(dep) = rec.depends.iter().find(|d| d.starts_with("linux-image-") && *d != name).cloned() {
+            if let Some(dep) = rec
+                .depends
+                .iter()
+                .find(|d| d.starts_with("linux-image-") && *d != name)
+                .cloned()
+            {
                 rec = self.show(&dep)?;
             }
         }
@@ -279,7 +330,12 @@ impl Apt {
     pub fn download(&mut self, pkg: &LockedPackage, dest: &Path) -> Result<PathBuf, ArtifactError> {
         self.update()?;
         std::fs::create_dir_all(dest).map_err(io(dest))?;
-        eprintln!("keel: downloading {} {} ({:.1} MiB)", pkg.resolved, pkg.version, pkg.size as f64 / 1048576.0);
+        eprintln!(
+            "keel: downloading {} {} ({:.1} MiB)",
+            pkg.resolved,
+            pkg.version,
+            pkg.size as f64 / 1048576.0
+        );
         let spec = format!("{}:{}={}", pkg.resolved, pkg.arch, pkg.version);
         let status = Command::new("apt-get")
             .args(self.options())
@@ -290,7 +346,10 @@ impl Apt {
             .map_err(io(dest))?;
         let file = dest.join(deb_name(pkg));
         if !status.success() || !file.exists() {
-            return Err(ArtifactError::Apt { what: format!("apt-get download {spec}"), detail: format!("exit {status}") });
+            return Err(ArtifactError::Apt {
+                what: format!("apt-get download {spec}"),
+                detail: format!("exit {status}"),
+            });
         }
         Ok(file)
     }
@@ -298,11 +357,20 @@ impl Apt {
 
 /// apt-get download's file name: epoch colons are escaped as %3a.
 fn deb_name(pkg: &LockedPackage) -> String {
-    format!("{}_{}_{}.deb", pkg.resolved, pkg.version.replace(':', "%3a"), pkg.arch)
+    format!(
+        "{}_{}_{}.deb",
+        pkg.resolved,
+        pkg.version.replace(':', "%3a"),
+        pkg.arch
+    )
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }
 
 /// What to do when the lock and the archive disagree.
@@ -331,11 +399,19 @@ pub fn fetch_all(
         let pkg = match (pinned, mode) {
             (Some(p), _) => p,
             (None, LockMode::Locked) => {
-                return Err(ArtifactError::LockedMissing { package: name.clone(), lock: lock_path.display().to_string() })
+                return Err(ArtifactError::LockedMissing {
+                    package: name.clone(),
+                    lock: lock_path.display().to_string(),
+                })
             }
             (None, LockMode::Update) => {
                 let p = apt.resolve(name)?;
-                warnings.push(format!("{name}: pinned {} {} in {}", p.resolved, p.version, lock_path.display()));
+                warnings.push(format!(
+                    "{name}: pinned {} {} in {}",
+                    p.resolved,
+                    p.version,
+                    lock_path.display()
+                ));
                 p
             }
         };
@@ -361,7 +437,11 @@ pub fn fetch_all(
             (Err(e), _) => return Err(e),
         };
         let root = extract(&deb, &pkg.sha256, cache)?;
-        fetched.push(Fetched { locked: pkg, deb, root });
+        fetched.push(Fetched {
+            locked: pkg,
+            deb,
+            root,
+        });
     }
     let new_lock = LockFile::new(fetched.iter().map(|f| f.locked.clone()).collect());
     Ok((fetched, new_lock, warnings))
@@ -376,7 +456,10 @@ fn fetch_one(apt: &mut Apt, pkg: &LockedPackage, cache: &Path) -> Result<PathBuf
         if sha256_file(&path)? == pkg.sha256 {
             return Ok(path);
         }
-        eprintln!("keel: warning: cached {} does not match its pinned sha256; fetching it again", path.display());
+        eprintln!(
+            "keel: warning: cached {} does not match its pinned sha256; fetching it again",
+            path.display()
+        );
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
     let partial = debs.join("partial");
@@ -384,7 +467,11 @@ fn fetch_one(apt: &mut Apt, pkg: &LockedPackage, cache: &Path) -> Result<PathBuf
     let got = apt.download(pkg, &partial)?;
     let found = sha256_file(&got)?;
     if found != pkg.sha256 {
-        return Err(ArtifactError::Checksum { path: got, expected: pkg.sha256.clone(), found });
+        return Err(ArtifactError::Checksum {
+            path: got,
+            expected: pkg.sha256.clone(),
+            found,
+        });
     }
     std::fs::rename(&got, &path).map_err(io(&path))?;
     Ok(path)
@@ -400,7 +487,12 @@ fn extract(deb: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, ArtifactEr
     let _ = std::fs::remove_dir_all(&tmp);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let out = Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp).output().map_err(io(deb))?;
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(&tmp)
+        .output()
+        .map_err(io(deb))?;
     if !out.status.success() {
         return Err(ArtifactError::Apt {
             what: format!("dpkg-deb -x {}", deb.display()),
@@ -421,8 +513,14 @@ mod tests {
         let one = "# c\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb http://m.example/debian-security bookworm-security main\n";
         assert_eq!(find_mirror(one).as_deref(), Some("http://m.example/debian"));
         let deb822 = "Types: deb\nURIs: http://m.example/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://m.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n";
-        assert_eq!(find_mirror(deb822).as_deref(), Some("http://m.example/debian"));
-        assert_eq!(find_mirror("deb http://m.example/debian trixie main\n"), None);
+        assert_eq!(
+            find_mirror(deb822).as_deref(),
+            Some("http://m.example/debian")
+        );
+        assert_eq!(
+            find_mirror("deb http://m.example/debian trixie main\n"),
+            None
+        );
     }
 
     #[test]

@@ -6,18 +6,24 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::board::{BootBackend, BoardConfig, FileTarget};
-use crate::bootfiles::{self, BOOTARGS_FILE, BOOT_SCRIPT_FILE, BOOT_STATE_FILE, INITRAMFS_FILE, KERNEL_FILE};
+use crate::board::{BoardConfig, BootBackend, FileTarget};
+use crate::bootfiles::{self, BOOTARGS_FILE, BOOT_SCRIPT_FILE, INITRAMFS_FILE, KERNEL_FILE};
 use crate::fat::FatFile;
 use crate::fstree::{FsTree, Node, NodeKind};
-use crate::layout::{derive, Layout, Slot, PART_BOOT_A, PART_BOOT_B, PART_DATA, PART_ROOTFS_A, PART_SELECTOR};
+use crate::layout::{
+    derive, Layout, Slot, PART_BOOT_A, PART_BOOT_B, PART_DATA, PART_ROOTFS_A, PART_SELECTOR,
+};
 use crate::modules::ModuleIndex;
 use crate::slice::PartitionSlice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
     #[error("{what}: {path}: {source}")]
-    Io { what: String, path: PathBuf, source: std::io::Error },
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the kernel package has no {0}; is kernel.package a Debian linux-image package?")]
     Kernel(String),
     #[error("{path} is not in package {package}; check `path` in the board config's [[files]]")]
@@ -88,7 +94,9 @@ pub fn kernel_release(kernel_root: &Path) -> Result<String, AssembleError> {
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     names.sort();
-    names.pop().ok_or_else(|| AssembleError::Kernel("kernel release under lib/modules".into()))
+    names
+        .pop()
+        .ok_or_else(|| AssembleError::Kernel("kernel release under lib/modules".into()))
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, AssembleError> {
@@ -96,7 +104,11 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, AssembleError> {
 }
 
 fn package_root<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Path, AssembleError> {
-    inputs.packages.get(name).map(PathBuf::as_path).ok_or_else(|| AssembleError::MissingPackage(name.to_string()))
+    inputs
+        .packages
+        .get(name)
+        .map(PathBuf::as_path)
+        .ok_or_else(|| AssembleError::MissingPackage(name.to_string()))
 }
 
 /// Builds the card at `out` (which the caller renames into place).
@@ -117,7 +129,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     let mut load_list = String::new();
     for m in &early {
         let file = format!("{}.ko", m.name);
-        initramfs.file(&format!("lib/modules/{file}"), 0o644, read(&mods_dir.join(&m.rel_path), "reading a module")?);
+        initramfs.file(
+            &format!("lib/modules/{file}"),
+            0o644,
+            read(&mods_dir.join(&m.rel_path), "reading a module")?,
+        );
         load_list.push_str(&file);
         load_list.push('\n');
     }
@@ -126,7 +142,13 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         initramfs.dir(d);
     }
     // The kernel opens /dev/console for init before devtmpfs exists.
-    initramfs.insert("dev/console", Node { mode: 0o600, kind: NodeKind::CharDevice { major: 5, minor: 1 } });
+    initramfs.insert(
+        "dev/console",
+        Node {
+            mode: 0o600,
+            kind: NodeKind::CharDevice { major: 5, minor: 1 },
+        },
+    );
     let mut initrd = Vec::new();
     crate::cpio::write_initramfs_gz(&mut initrd, &initramfs, inputs.epoch as u32)
         .map_err(io_err("writing the initramfs", out))?;
@@ -138,7 +160,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         rootfs.dir(d);
     }
     rootfs.file("sbin/init", 0o755, init);
-    rootfs.file("usr/bin/agent", 0o755, read(inputs.agent, "reading the agent binary")?);
+    rootfs.file(
+        "usr/bin/agent",
+        0o755,
+        read(inputs.agent, "reading the agent binary")?,
+    );
     rootfs.file(
         "etc/keel/release",
         0o644,
@@ -155,41 +181,77 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         ),
     );
     for (name, text) in inputs.trusted_keys {
-        rootfs.file(&format!("etc/keel/trusted-keys/{name}"), 0o644, text.clone());
+        rootfs.file(
+            &format!("etc/keel/trusted-keys/{name}"),
+            0o644,
+            text.clone(),
+        );
     }
     let mut late_list = String::new();
     for m in index.closure(&cfg.kernel.rootfs_modules)? {
         let rel = m.rel_path.display().to_string();
-        rootfs.file(&format!("lib/modules/{kver}/{rel}"), 0o644, read(&mods_dir.join(&m.rel_path), "reading a module")?);
+        rootfs.file(
+            &format!("lib/modules/{kver}/{rel}"),
+            0o644,
+            read(&mods_dir.join(&m.rel_path), "reading a module")?,
+        );
         late_list.push_str(&rel);
         late_list.push('\n');
     }
-    rootfs.file(&format!("lib/modules/{kver}/modules.load"), 0o644, late_list);
+    rootfs.file(
+        &format!("lib/modules/{kver}/modules.load"),
+        0o644,
+        late_list,
+    );
     let mut squash = std::io::Cursor::new(Vec::new());
     crate::squashfs::write(&rootfs, &mut squash, inputs.epoch as u32)?;
     let squash = squash.into_inner();
     let (rootfs_off, rootfs_len) = layout.span(PART_ROOTFS_A);
     if squash.len() as u64 > rootfs_len {
-        return Err(AssembleError::RootfsTooBig { size: squash.len() as u64, slot: rootfs_len });
+        return Err(AssembleError::RootfsTooBig {
+            size: squash.len() as u64,
+            slot: rootfs_len,
+        });
     }
 
     // Boot slot A and the boot selector.
     let mut slot_files = vec![
-        FatFile { path: KERNEL_FILE.into(), data: read(&kroot.join("boot").join(format!("vmlinuz-{kver}")), "reading the kernel")? },
-        FatFile { path: INITRAMFS_FILE.into(), data: initrd },
+        FatFile {
+            path: KERNEL_FILE.into(),
+            data: read(
+                &kroot.join("boot").join(format!("vmlinuz-{kver}")),
+                "reading the kernel",
+            )?,
+        },
+        FatFile {
+            path: INITRAMFS_FILE.into(),
+            data: initrd,
+        },
     ];
     for dtb in &cfg.kernel.dtbs {
-        let src = kroot.join("usr/lib").join(format!("linux-image-{kver}")).join(dtb);
+        let src = kroot
+            .join("usr/lib")
+            .join(format!("linux-image-{kver}"))
+            .join(dtb);
         let name = dtb.rsplit('/').next().unwrap_or(dtb);
-        slot_files.push(FatFile { path: name.into(), data: read(&src, "reading a device tree")? });
+        slot_files.push(FatFile {
+            path: name.into(),
+            data: read(&src, "reading a device tree")?,
+        });
     }
     let mut selector_files = Vec::new();
     for f in &cfg.files {
         let src = package_root(inputs, &f.package)?.join(&f.path);
         if !src.is_file() {
-            return Err(AssembleError::MissingFile { package: f.package.clone(), path: f.path.clone() });
+            return Err(AssembleError::MissingFile {
+                package: f.package.clone(),
+                path: f.path.clone(),
+            });
         }
-        let file = FatFile { path: f.dest_name().into(), data: read(&src, "reading a firmware file")? };
+        let file = FatFile {
+            path: f.dest_name().into(),
+            data: read(&src, "reading a firmware file")?,
+        };
         match f.target {
             FileTarget::Selector => selector_files.push(file),
             FileTarget::Slot => slot_files.push(file),
@@ -204,13 +266,23 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             let script = bootfiles::uboot_script(cfg);
             selector_files.push(FatFile {
                 path: BOOT_SCRIPT_FILE.into(),
-                data: crate::uboot::script_image(&script, "keel boot selector", arch, inputs.epoch as u32),
+                data: crate::uboot::script_image(
+                    &script,
+                    "keel boot selector",
+                    arch,
+                    inputs.epoch as u32,
+                ),
             });
-            selector_files.push(FatFile { path: BOOT_STATE_FILE.into(), data: bootfiles::uboot_initial_state().into() });
         }
         BootBackend::Tryboot => {
-            selector_files.push(FatFile { path: "autoboot.txt".into(), data: bootfiles::autoboot_txt(Slot::A).into() });
-            slot_files.push(FatFile { path: "config.txt".into(), data: bootfiles::config_txt(cfg).into() });
+            selector_files.push(FatFile {
+                path: "autoboot.txt".into(),
+                data: bootfiles::autoboot_txt(Slot::A).into(),
+            });
+            slot_files.push(FatFile {
+                path: "config.txt".into(),
+                data: bootfiles::config_txt(cfg).into(),
+            });
         }
     }
     // The one file that differs between the slots: the kernel command line
@@ -218,12 +290,14 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     let with_cmdline = |slot: Slot| {
         let mut files = slot_files.clone();
         files.push(match cfg.boot_backend {
-            BootBackend::Uboot => {
-                FatFile { path: BOOTARGS_FILE.into(), data: bootfiles::uboot_bootargs(&layout, cfg, slot).into() }
-            }
-            BootBackend::Tryboot => {
-                FatFile { path: "cmdline.txt".into(), data: bootfiles::cmdline_txt(&layout, cfg, slot).into() }
-            }
+            BootBackend::Uboot => FatFile {
+                path: BOOTARGS_FILE.into(),
+                data: bootfiles::uboot_bootargs(&layout, cfg, slot).into(),
+            },
+            BootBackend::Tryboot => FatFile {
+                path: "cmdline.txt".into(),
+                data: bootfiles::cmdline_txt(&layout, cfg, slot).into(),
+            },
         });
         files
     };
@@ -238,8 +312,18 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         .truncate(true)
         .open(out)
         .map_err(io_err("creating the image", out))?;
-    file.set_len(layout.image_size).map_err(io_err("sizing the image", out))?;
+    file.set_len(layout.image_size)
+        .map_err(io_err("sizing the image", out))?;
     layout.table.write_to(&mut file)?;
+    if cfg.boot_backend == BootBackend::Uboot {
+        // The boot state: both records hold the initial state (slot a).
+        for off in crate::ubootstate::COPIES {
+            file.seek(SeekFrom::Start(off))
+                .map_err(io_err("writing the boot state", out))?;
+            file.write_all(&crate::ubootstate::Record::INITIAL.encode())
+                .map_err(io_err("writing the boot state", out))?;
+        }
+    }
     let mut usage = Vec::new();
     for (number, role, files) in [
         (PART_SELECTOR, "boot selector", &selector_files),
@@ -254,15 +338,29 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         };
         let vol = derive(&cfg.name, label);
         let vol = u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]);
-        let part = PartitionSlice::new(&mut file, off, len).map_err(io_err("opening a partition", out))?;
+        let part =
+            PartitionSlice::new(&mut file, off, len).map_err(io_err("opening a partition", out))?;
         crate::fat::format_and_fill(part, len, label, vol, files, inputs.epoch)?;
-        let part = PartitionSlice::new(&mut file, off, len).map_err(io_err("opening a partition", out))?;
+        let part =
+            PartitionSlice::new(&mut file, off, len).map_err(io_err("opening a partition", out))?;
         let (used, size) = crate::fat::usage(part)?;
-        usage.push(Usage { number, role, used, size });
+        usage.push(Usage {
+            number,
+            role,
+            used,
+            size,
+        });
     }
-    file.seek(SeekFrom::Start(rootfs_off)).map_err(io_err("writing the root filesystem", out))?;
-    file.write_all(&squash).map_err(io_err("writing the root filesystem", out))?;
-    usage.push(Usage { number: PART_ROOTFS_A, role: "rootfs A", used: squash.len() as u64, size: rootfs_len });
+    file.seek(SeekFrom::Start(rootfs_off))
+        .map_err(io_err("writing the root filesystem", out))?;
+    file.write_all(&squash)
+        .map_err(io_err("writing the root filesystem", out))?;
+    usage.push(Usage {
+        number: PART_ROOTFS_A,
+        role: "rootfs A",
+        used: squash.len() as u64,
+        size: rootfs_len,
+    });
     file.sync_all().map_err(io_err("syncing the image", out))?;
     drop(file);
 
@@ -276,8 +374,18 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     // RFC 4122 version 4 / variant bits, so tools print a well-formed UUID.
     uuid16[6] = (uuid16[6] & 0x0f) | 0x40;
     uuid16[8] = (uuid16[8] & 0x3f) | 0x80;
-    crate::ext4::make_ext4(out, data_off, data_len, "keel-data", uuid16, seed16, inputs.epoch)?;
-    File::open(out).and_then(|f| f.sync_all()).map_err(io_err("syncing the image", out))?;
+    crate::ext4::make_ext4(
+        out,
+        data_off,
+        data_len,
+        "keel-data",
+        uuid16,
+        seed16,
+        inputs.epoch,
+    )?;
+    File::open(out)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing the image", out))?;
 
     // Slot B's boot partition as an update payload (the card's own B stays
     // empty until an update writes it).
@@ -291,11 +399,20 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             .truncate(true)
             .open(&boot_b)
             .map_err(io_err("creating the slot B boot image", &boot_b))?;
-        f.set_len(len).map_err(io_err("sizing the slot B boot image", &boot_b))?;
+        f.set_len(len)
+            .map_err(io_err("sizing the slot B boot image", &boot_b))?;
         let vol = derive(&cfg.name, "KEEL-BOOTB");
         let vol = u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]);
-        crate::fat::format_and_fill(&mut f, len, "KEEL-BOOTB", vol, &with_cmdline(Slot::B), inputs.epoch)?;
-        f.sync_all().map_err(io_err("syncing the slot B boot image", &boot_b))?;
+        crate::fat::format_and_fill(
+            &mut f,
+            len,
+            "KEEL-BOOTB",
+            vol,
+            &with_cmdline(Slot::B),
+            inputs.epoch,
+        )?;
+        f.sync_all()
+            .map_err(io_err("syncing the slot B boot image", &boot_b))?;
     }
 
     Ok(Report {
@@ -321,8 +438,13 @@ fn add_overlay(tree: &mut FsTree, base: &Path, dir: &Path) -> Result<(), Assembl
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
-        let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().to_string();
-        let meta = std::fs::symlink_metadata(&path).map_err(io_err("reading the overlay", &path))?;
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .to_string();
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(io_err("reading the overlay", &path))?;
         if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&path).map_err(io_err("reading the overlay", &path))?;
             tree.symlink(&rel, &target.to_string_lossy());
@@ -330,7 +452,11 @@ fn add_overlay(tree: &mut FsTree, base: &Path, dir: &Path) -> Result<(), Assembl
             tree.dir(&rel);
             add_overlay(tree, base, &path)?;
         } else {
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
             tree.file(&rel, mode, read(&path, "reading the overlay")?);
         }
     }

@@ -10,7 +10,10 @@ pub enum BoardError {
     #[error("unknown board '{name}'; known boards: {known}. Pass one of them to --board, or add board-configs/{name}.toml")]
     Unknown { name: String, known: String },
     #[error("cannot read board config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid board config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -37,7 +40,6 @@ impl Arch {
             Arch::Armv7 => "armhf",
         }
     }
-
 }
 
 /// Which mechanism picks the slot at boot (see DESIGN.md, "On the card").
@@ -74,7 +76,9 @@ pub struct PackageFile {
 
 impl PackageFile {
     pub fn dest_name(&self) -> &str {
-        self.dest.as_deref().unwrap_or_else(|| self.path.rsplit('/').next().unwrap_or(&self.path))
+        self.dest
+            .as_deref()
+            .unwrap_or_else(|| self.path.rsplit('/').next().unwrap_or(&self.path))
     }
 }
 
@@ -169,7 +173,10 @@ fn default_min_version() -> String {
 
 impl Default for UpdateConfig {
     fn default() -> Self {
-        UpdateConfig { trusted_keys: Vec::new(), min_version: default_min_version() }
+        UpdateConfig {
+            trusted_keys: Vec::new(),
+            min_version: default_min_version(),
+        }
     }
 }
 
@@ -195,8 +202,10 @@ pub struct BoardConfig {
 
 impl BoardConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, BoardError> {
-        let cfg: BoardConfig =
-            toml::from_str(text).map_err(|e| BoardError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        let cfg: BoardConfig = toml::from_str(text).map_err(|e| BoardError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -204,14 +213,23 @@ impl BoardConfig {
     pub fn load(dir: &Path, name: &str) -> Result<Self, BoardError> {
         let path = dir.join(format!("{name}.toml"));
         if !path.is_file() {
-            return Err(BoardError::Unknown { name: name.to_string(), known: known_boards(dir).join(", ") });
+            return Err(BoardError::Unknown {
+                name: name.to_string(),
+                known: known_boards(dir).join(", "),
+            });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| BoardError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| BoardError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let cfg = Self::parse(&text, &path)?;
         if cfg.name != name {
             return Err(BoardError::Invalid {
                 path,
-                message: format!("`name = \"{}\"` does not match the file name; rename one of them", cfg.name),
+                message: format!(
+                    "`name = \"{}\"` does not match the file name; rename one of them",
+                    cfg.name
+                ),
             });
         }
         Ok(cfg)
@@ -220,7 +238,11 @@ impl BoardConfig {
     /// Every Debian package the board needs, kernel first.
     pub fn packages(&self) -> Vec<String> {
         let mut out = vec![self.kernel.package.clone()];
-        let extra = self.files.iter().map(|f| &f.package).chain(self.qemu.iter().map(|q| &q.bios_package));
+        let extra = self
+            .files
+            .iter()
+            .map(|f| &f.package)
+            .chain(self.qemu.iter().map(|q| &q.bios_package));
         for p in extra {
             if !out.contains(p) {
                 out.push(p.clone());
@@ -230,13 +252,20 @@ impl BoardConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<(), BoardError> {
-        let invalid = |message: String| BoardError::Invalid { path: path.to_owned(), message };
+        let invalid = |message: String| BoardError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         match self.boot_backend {
             BootBackend::Uboot if self.uboot.is_none() => {
-                return Err(invalid("boot_backend = \"uboot\" needs a [uboot] section".into()))
+                return Err(invalid(
+                    "boot_backend = \"uboot\" needs a [uboot] section".into(),
+                ))
             }
             BootBackend::Tryboot if self.tryboot.is_none() => {
-                return Err(invalid("boot_backend = \"tryboot\" needs a [tryboot] section".into()))
+                return Err(invalid(
+                    "boot_backend = \"tryboot\" needs a [tryboot] section".into(),
+                ))
             }
             _ => {}
         }
@@ -254,7 +283,9 @@ impl BoardConfig {
             }
         }
         if p.slot_headroom_percent >= 100 {
-            return Err(invalid("partitions.slot_headroom_percent must be below 100".into()));
+            return Err(invalid(
+                "partitions.slot_headroom_percent must be below 100".into(),
+            ));
         }
         if self.kernel.initramfs_modules.is_empty() {
             return Err(invalid(
@@ -271,7 +302,12 @@ pub fn known_boards(dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".toml")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     names
@@ -309,10 +345,14 @@ data_mib = 32
     #[test]
     fn rejects_unknown_key_and_bad_sizes() {
         let bad = MIN.replace("[uboot]", "[uboot]\nbogus = 1");
-        let err = BoardConfig::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let err = BoardConfig::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
         let bad = MIN.replace("data_mib = 32", "data_mib = 30");
-        let err = BoardConfig::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let err = BoardConfig::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data_mib = 30"), "{err}");
         let bad = MIN.replace("[uboot]", "");
         assert!(BoardConfig::parse(&bad, Path::new("x.toml")).is_err());
@@ -323,7 +363,12 @@ data_mib = 32
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rpi4.toml"), "").unwrap();
         std::fs::write(dir.path().join("bbb.toml"), "").unwrap();
-        let err = BoardConfig::load(dir.path(), "rpi5").unwrap_err().to_string();
-        assert!(err.contains("unknown board 'rpi5'") && err.contains("bbb, rpi4"), "{err}");
+        let err = BoardConfig::load(dir.path(), "rpi5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown board 'rpi5'") && err.contains("bbb, rpi4"),
+            "{err}"
+        );
     }
 }

@@ -5,8 +5,8 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::board::{Arch, BootBackend, BoardConfig, FileTarget};
-use crate::bootfiles::{BOOTARGS_FILE, BOOT_SCRIPT_FILE, BOOT_STATE_FILE, INITRAMFS_FILE, KERNEL_FILE};
+use crate::board::{Arch, BoardConfig, BootBackend, FileTarget};
+use crate::bootfiles::{BOOTARGS_FILE, BOOT_SCRIPT_FILE, INITRAMFS_FILE, KERNEL_FILE};
 use crate::elf::ElfArch;
 use crate::fstree::{FsTree, NodeKind};
 use crate::layout::{Layout, PART_BOOT_A, PART_ROOTFS_A, PART_SELECTOR};
@@ -50,7 +50,10 @@ pub fn read_card(image: &Path, cfg: &BoardConfig) -> Result<CardContents, String
     let mut f = File::open(image).map_err(|e| format!("cannot open {}: {e}", image.display()))?;
     let table = PartitionTable::read_from(&mut f).map_err(|e| format!("partition table: {e}"))?;
     let span = |n: u8| {
-        table.get(n).map(|p| (p.start_lba * 512, p.sectors * 512)).ok_or_else(|| format!("partition {n} is missing"))
+        table
+            .get(n)
+            .map(|p| (p.start_lba * 512, p.sectors * 512))
+            .ok_or_else(|| format!("partition {n} is missing"))
     };
     let fat = |f: &mut File, n: u8| -> Result<Vec<(String, u64)>, String> {
         let (off, len) = span(n)?;
@@ -65,18 +68,32 @@ pub fn read_card(image: &Path, cfg: &BoardConfig) -> Result<CardContents, String
     let selector = fat(&mut f, PART_SELECTOR)?;
     let boot_a = fat(&mut f, PART_BOOT_A)?;
     let cmdline = match cfg.boot_backend {
-        BootBackend::Uboot => String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, BOOTARGS_FILE)?)
-            .trim()
-            .trim_start_matches("bootargs=")
-            .to_string(),
-        BootBackend::Tryboot => String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, "cmdline.txt")?).trim().to_string(),
+        BootBackend::Uboot => {
+            String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, BOOTARGS_FILE)?)
+                .trim()
+                .trim_start_matches("bootargs=")
+                .to_string()
+        }
+        BootBackend::Tryboot => {
+            String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, "cmdline.txt")?)
+                .trim()
+                .to_string()
+        }
     };
     let initrd = read_fat(&mut f, PART_BOOT_A, INITRAMFS_FILE)?;
-    let initramfs = crate::cpio::read_initramfs_gz(&initrd[..]).map_err(|e| format!("initramfs: {e}"))?;
+    let initramfs =
+        crate::cpio::read_initramfs_gz(&initrd[..]).map_err(|e| format!("initramfs: {e}"))?;
     let (off, len) = span(PART_ROOTFS_A)?;
     let part = PartitionSlice::new(&mut f, off, len).map_err(|e| e.to_string())?;
     let rootfs = crate::squashfs::read(part).map_err(|e| format!("rootfs A: {e}"))?;
-    Ok(CardContents { table, selector, boot_a, cmdline, initramfs, rootfs })
+    Ok(CardContents {
+        table,
+        selector,
+        boot_a,
+        cmdline,
+        initramfs,
+        rootfs,
+    })
 }
 
 /// Checks the card against its board config. `early_modules` are the module
@@ -94,13 +111,14 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
     out.require(card.table == layout.table, || {
         "the partition table differs from the board config's layout; rebuild the image".into()
     });
-    let has = |files: &[(String, u64)], name: &str| files.iter().any(|(n, size)| n == name && *size > 0);
+    let has =
+        |files: &[(String, u64)], name: &str| files.iter().any(|(n, size)| n == name && *size > 0);
 
     let mut selector_need: Vec<String> = Vec::new();
     let mut slot_need: Vec<String> = vec![KERNEL_FILE.into(), INITRAMFS_FILE.into()];
     match cfg.boot_backend {
         BootBackend::Uboot => {
-            selector_need.extend([BOOT_SCRIPT_FILE.into(), BOOT_STATE_FILE.into()]);
+            selector_need.push(BOOT_SCRIPT_FILE.into());
             slot_need.push(BOOTARGS_FILE.into());
             if let Some(fdt) = cfg.uboot.as_ref().and_then(|u| u.fdt.clone()) {
                 slot_need.push(fdt);
@@ -121,38 +139,79 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
         }
     }
     for name in &selector_need {
-        out.require(has(&card.selector, name), || format!("boot selector (partition 1) lacks {name}"));
+        out.require(has(&card.selector, name), || {
+            format!("boot selector (partition 1) lacks {name}")
+        });
     }
     for name in &slot_need {
-        out.require(has(&card.boot_a, name), || format!("boot A (partition 2) lacks {name}"));
+        out.require(has(&card.boot_a, name), || {
+            format!("boot A (partition 2) lacks {name}")
+        });
     }
 
     // The command line must name partitions that exist on this card.
     for word in card.cmdline.split_whitespace() {
         if let Some(uuid) = word.split_once("=PARTUUID=").map(|(_, u)| u) {
-            let exists = card.table.partitions.iter().any(|p| card.table.partuuid(p.number) == uuid);
-            out.require(exists, || format!("kernel command line names PARTUUID {uuid}, which is not on the card"));
+            let exists = card
+                .table
+                .partitions
+                .iter()
+                .any(|p| card.table.partuuid(p.number) == uuid);
+            out.require(exists, || {
+                format!("kernel command line names PARTUUID {uuid}, which is not on the card")
+            });
         }
     }
-    out.require(card.cmdline.contains(&format!("keel.root=PARTUUID={}", card.table.partuuid(PART_ROOTFS_A))), || {
-        format!("slot A's command line `{}` does not name rootfs A", card.cmdline)
-    });
+    out.require(
+        card.cmdline.contains(&format!(
+            "keel.root=PARTUUID={}",
+            card.table.partuuid(PART_ROOTFS_A)
+        )),
+        || {
+            format!(
+                "slot A's command line `{}` does not name rootfs A",
+                card.cmdline
+            )
+        },
+    );
 
     // Initramfs: our init for this architecture, and the modules to reach root.
-    check_init(&mut out, &card.initramfs, "init", "initramfs /init", cfg.arch);
+    check_init(
+        &mut out,
+        &card.initramfs,
+        "init",
+        "initramfs /init",
+        cfg.arch,
+    );
     let listed = match card.initramfs.get("etc/keel/modules.load").map(|n| &n.kind) {
         Some(NodeKind::File(d)) => String::from_utf8_lossy(d).to_string(),
         _ => String::new(),
     };
     for m in early_modules {
         let file = format!("{m}.ko");
-        out.require(listed.lines().any(|l| l == file) && card.initramfs.get(&format!("lib/modules/{file}")).is_some(), || {
-            format!("the initramfs lacks module {m}, needed to reach the root filesystem")
-        });
+        out.require(
+            listed.lines().any(|l| l == file)
+                && card.initramfs.get(&format!("lib/modules/{file}")).is_some(),
+            || format!("the initramfs lacks module {m}, needed to reach the root filesystem"),
+        );
     }
-    check_init(&mut out, &card.rootfs, "sbin/init", "rootfs /sbin/init", cfg.arch);
-    check_init(&mut out, &card.rootfs, "usr/bin/agent", "rootfs /usr/bin/agent", cfg.arch);
-    out.require(card.rootfs.get("etc/keel/release").is_some(), || "rootfs lacks /etc/keel/release".into());
+    check_init(
+        &mut out,
+        &card.rootfs,
+        "sbin/init",
+        "rootfs /sbin/init",
+        cfg.arch,
+    );
+    check_init(
+        &mut out,
+        &card.rootfs,
+        "usr/bin/agent",
+        "rootfs /usr/bin/agent",
+        cfg.arch,
+    );
+    out.require(card.rootfs.get("etc/keel/release").is_some(), || {
+        "rootfs lacks /etc/keel/release".into()
+    });
     out
 }
 
@@ -161,9 +220,15 @@ fn check_init(out: &mut Findings, tree: &FsTree, path: &str, what: &str, arch: A
         Some(NodeKind::File(bytes)) => match crate::elf::inspect(bytes) {
             Ok(info) => {
                 out.require(info.arch == elf_arch(arch), || {
-                    format!("{what} is built for {:?}, the board is {arch:?}; rebuild it for {}", info.arch, arch.rust_target())
+                    format!(
+                        "{what} is built for {:?}, the board is {arch:?}; rebuild it for {}",
+                        info.arch,
+                        arch.rust_target()
+                    )
                 });
-                out.require(info.static_linked, || format!("{what} is dynamically linked; device binaries must be static"));
+                out.require(info.static_linked, || {
+                    format!("{what} is dynamically linked; device binaries must be static")
+                });
             }
             Err(e) => out.problems.push(format!("{what}: {e}")),
         },

@@ -36,26 +36,53 @@ impl FsTree {
     pub fn insert(&mut self, path: &str, node: Node) {
         let path = path.trim_matches('/');
         let mut parent = String::new();
-        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p).unwrap_or(&[]) {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, p)| p)
+            .unwrap_or(&[])
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
             parent.push_str(part);
-            self.entries.entry(parent.clone()).or_insert(Node { mode: 0o755, kind: NodeKind::Dir });
+            self.entries.entry(parent.clone()).or_insert(Node {
+                mode: 0o755,
+                kind: NodeKind::Dir,
+            });
         }
         self.entries.insert(path.to_string(), node);
     }
 
     pub fn file(&mut self, path: &str, mode: u32, data: impl Into<Vec<u8>>) {
-        self.insert(path, Node { mode, kind: NodeKind::File(data.into()) });
+        self.insert(
+            path,
+            Node {
+                mode,
+                kind: NodeKind::File(data.into()),
+            },
+        );
     }
 
     pub fn dir(&mut self, path: &str) {
-        self.insert(path, Node { mode: 0o755, kind: NodeKind::Dir });
+        self.insert(
+            path,
+            Node {
+                mode: 0o755,
+                kind: NodeKind::Dir,
+            },
+        );
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) {
-        self.insert(path, Node { mode: 0o777, kind: NodeKind::Symlink(target.to_string()) });
+        self.insert(
+            path,
+            Node {
+                mode: 0o777,
+                kind: NodeKind::Symlink(target.to_string()),
+            },
+        );
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {

@@ -4,7 +4,9 @@
 use sha2::{Digest, Sha256};
 
 use crate::board::BoardConfig;
-use crate::mbr::{Partition, PartitionTable, EBR_GAP, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX, SECTOR};
+use crate::mbr::{
+    Partition, PartitionTable, EBR_GAP, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX, SECTOR,
+};
 
 /// Every partition starts on this boundary (sectors): 4 MiB suits SD-card
 /// erase blocks and keeps the EBR gap aligned too.
@@ -65,14 +67,30 @@ impl Layout {
             (PART_BOOT_A, p.boot_slot_mib, false),
             (PART_BOOT_B, p.boot_slot_mib, false),
         ] {
-            parts.push(Partition { number, start_lba: next, sectors: sectors(mib), kind: KIND_FAT32_LBA, bootable });
+            parts.push(Partition {
+                number,
+                start_lba: next,
+                sectors: sectors(mib),
+                kind: KIND_FAT32_LBA,
+                bootable,
+            });
             next += sectors(mib);
         }
         let ext_start = next;
         let mut logical = Vec::new();
-        for (number, mib) in [(PART_ROOTFS_A, p.rootfs_slot_mib), (PART_ROOTFS_B, p.rootfs_slot_mib), (PART_DATA, p.data_mib)] {
+        for (number, mib) in [
+            (PART_ROOTFS_A, p.rootfs_slot_mib),
+            (PART_ROOTFS_B, p.rootfs_slot_mib),
+            (PART_DATA, p.data_mib),
+        ] {
             next += EBR_GAP;
-            logical.push(Partition { number, start_lba: next, sectors: sectors(mib), kind: KIND_LINUX, bootable: false });
+            logical.push(Partition {
+                number,
+                start_lba: next,
+                sectors: sectors(mib),
+                kind: KIND_LINUX,
+                bootable: false,
+            });
             next += sectors(mib);
         }
         parts.push(Partition {
@@ -83,11 +101,19 @@ impl Layout {
             bootable: false,
         });
         parts.extend(logical);
-        Layout { table: PartitionTable { disk_id: disk_id(&cfg.name), partitions: parts }, image_size: next * SECTOR }
+        Layout {
+            table: PartitionTable {
+                disk_id: disk_id(&cfg.name),
+                partitions: parts,
+            },
+            image_size: next * SECTOR,
+        }
     }
 
     pub fn partition(&self, number: u8) -> &Partition {
-        self.table.get(number).expect("layout always has partitions 1-7")
+        self.table
+            .get(number)
+            .expect("layout always has partitions 1-7")
     }
 
     /// Byte offset and length of a partition.
@@ -166,7 +192,12 @@ data_mib = 64
         let l = Layout::for_board(&cfg());
         let mut end = 0;
         for p in &l.table.partitions {
-            assert_eq!(p.start_lba % ALIGN, 0, "partition {} not 4 MiB aligned", p.number);
+            assert_eq!(
+                p.start_lba % ALIGN,
+                0,
+                "partition {} not 4 MiB aligned",
+                p.number
+            );
             if p.number != 4 {
                 assert!(p.start_lba >= end, "partition {} overlaps", p.number);
                 end = p.start_lba + p.sectors;
@@ -186,7 +217,9 @@ data_mib = 64
         let id = format!("{:08x}", disk_id("t"));
         let a = l.cmdline(&cfg(), Slot::A);
         assert!(a.contains(&format!("keel.root=PARTUUID={id}-05")), "{a}");
-        assert!(l.cmdline(&cfg(), Slot::B).contains(&format!("keel.root=PARTUUID={id}-06")));
+        assert!(l
+            .cmdline(&cfg(), Slot::B)
+            .contains(&format!("keel.root=PARTUUID={id}-06")));
         assert!(a.contains(&format!("keel.data=PARTUUID={id}-07")));
     }
 

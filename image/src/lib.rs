@@ -5,6 +5,7 @@
 pub mod mbr;
 pub mod slice;
 pub mod tryboot;
+pub mod ubootstate;
 
 // The image writers and readers (feature `build`, on by default).
 #[cfg(feature = "build")]

@@ -10,13 +10,19 @@ pub const LOCK_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("cannot read lock file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("lock file {path} is corrupt ({message}); delete it and build without --locked to regenerate it")]
     Parse { path: String, message: String },
     #[error("lock file {path} has format {found}, this Keel reads format {LOCK_FORMAT}; rebuild without --locked to rewrite it")]
     Format { path: String, found: u32 },
     #[error("cannot write lock file {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +50,10 @@ pub struct LockFile {
 
 impl LockFile {
     pub fn new(packages: Vec<LockedPackage>) -> Self {
-        LockFile { format: LOCK_FORMAT, packages }
+        LockFile {
+            format: LOCK_FORMAT,
+            packages,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&LockedPackage> {
@@ -52,10 +61,15 @@ impl LockFile {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, LockError> {
-        let lock: LockFile =
-            toml::from_str(text).map_err(|e| LockError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        let lock: LockFile = toml::from_str(text).map_err(|e| LockError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         if lock.format != LOCK_FORMAT {
-            return Err(LockError::Format { path: path.display().to_string(), found: lock.format });
+            return Err(LockError::Format {
+                path: path.display().to_string(),
+                found: lock.format,
+            });
         }
         Ok(lock)
     }
@@ -65,7 +79,10 @@ impl LockFile {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LockError::Read { path: path.display().to_string(), source }),
+            Err(source) => Err(LockError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 
@@ -77,7 +94,10 @@ impl LockFile {
     /// Written to a temporary name and renamed, so an interrupted build never
     /// leaves half a lock file.
     pub fn save(&self, path: &Path) -> Result<(), LockError> {
-        let err = |source| LockError::Write { path: path.display().to_string(), source };
+        let err = |source| LockError::Write {
+            path: path.display().to_string(),
+            source,
+        };
         let tmp = path.with_extension("lock.tmp");
         std::fs::write(&tmp, self.to_toml()).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
@@ -94,7 +114,9 @@ mod tests {
             resolved: "linux-image-6.1.0-50-arm64".into(),
             version: "6.1.176-1".into(),
             arch: "arm64".into(),
-            filename: "pool/main/l/linux-signed-arm64/linux-image-6.1.0-50-arm64_6.1.176-1_arm64.deb".into(),
+            filename:
+                "pool/main/l/linux-signed-arm64/linux-image-6.1.0-50-arm64_6.1.176-1_arm64.deb"
+                    .into(),
             size: 59515068,
             sha256: "ab".repeat(32),
         }])
@@ -120,7 +142,8 @@ mod tests {
 
     #[test]
     fn rejects_corrupt_and_future_formats() {
-        let err = LockFile::parse("format = 1\n[[package]]\nname = 3\n", Path::new("x.lock")).unwrap_err();
+        let err = LockFile::parse("format = 1\n[[package]]\nname = 3\n", Path::new("x.lock"))
+            .unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
         let err = LockFile::parse("format = 9\n", Path::new("x.lock")).unwrap_err();
         assert!(err.to_string().contains("format 9"), "{err}");

@@ -42,6 +42,44 @@ pub fn write(path: &Path, text: &str) -> io::Result<()> {
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
         .map_err(|e| ctx("write", path, e))?;
+    sync_parent(path)
+}
+
+/// Adds `text` plus a newline to the end of `path` (creating it), made
+/// durable like `write`. With `write`, builds a multi-line file one
+/// console line at a time (a services.toml for tests, say).
+pub fn append(path: &Path, text: &str) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ctx("append", path, e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ctx("append", path, e))?;
+    sync_parent(path)
+}
+
+/// `mkdir -p`.
+pub fn mkdir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path).map_err(|e| ctx("mkdir", path, e))?;
+    sync_parent(path)
+}
+
+/// Removes a file or an empty directory.
+pub fn rm(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| ctx("rm", path, e))?;
+    if meta.is_dir() {
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .map_err(|e| ctx("rm", path, e))?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -167,6 +205,29 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "short\n");
         write(&p, "").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "\n");
+    }
+
+    #[test]
+    fn append_mkdir_rm_build_and_remove_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keel/sub");
+        mkdir(&dir).unwrap();
+        mkdir(&dir).unwrap();
+        let p = dir.join("services.toml");
+        write(&p, "[supervisor.root]").unwrap();
+        append(&p, "children = [\"a\"]").unwrap();
+        append(&p, "").unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "[supervisor.root]\nchildren = [\"a\"]\n\n"
+        );
+        rm(&p).unwrap();
+        assert!(!p.exists());
+        rm(&dir).unwrap();
+        let err = rm(&dir).unwrap_err();
+        assert!(err.to_string().starts_with("rm "), "{err}");
+        let err = append(&tmp.path().join("none/x"), "y").unwrap_err();
+        assert!(err.to_string().starts_with("append "), "{err}");
     }
 
     #[test]

@@ -179,148 +179,9 @@ const WORKER_KEYS: &[&str] = &[
     "ready_timeout",
     "console",
 ];
-/// Longest accepted time setting: a day (catches ms-for-seconds slips).
-const MAX_SECONDS: f64 = 86_400.0;
+mod reader;
 
-/// Collects errors while reading values of one table.
-struct Reader<'a> {
-    errors: &'a mut Vec<ConfigError>,
-    /// `[worker.agent]` etc., prefixed to every message.
-    place: String,
-}
-
-impl Reader<'_> {
-    fn error(&mut self, line: usize, msg: impl fmt::Display) {
-        self.errors.push(ConfigError {
-            line,
-            msg: format!("{}{msg}", self.place),
-        });
-    }
-
-    fn check_keys(&mut self, table: &Table, known: &[&str]) {
-        for (key, item) in &table.entries {
-            if !known.contains(&key.as_str()) {
-                self.error(
-                    item.line,
-                    format!("unknown key '{key}' (known keys: {})", known.join(", ")),
-                );
-            }
-        }
-    }
-
-    fn string(&mut self, table: &Table, key: &str) -> Option<(usize, String)> {
-        let item = table.get(key)?;
-        match &item.value {
-            Value::Str(s) => Some((item.line, s.clone())),
-            other => {
-                self.error(item.line, format!("{key} must be a string, not {}", other.type_name()));
-                None
-            }
-        }
-    }
-
-    fn seconds(&mut self, table: &Table, key: &str, default: Duration) -> Duration {
-        let Some(item) = table.get(key) else {
-            return default;
-        };
-        let secs = match item.value {
-            Value::Int(i) => i as f64,
-            Value::Float(f) => f,
-            ref other => {
-                self.error(
-                    item.line,
-                    format!("{key} must be a number of seconds, not {}", other.type_name()),
-                );
-                return default;
-            }
-        };
-        if !(0.0..=MAX_SECONDS).contains(&secs) {
-            self.error(item.line, format!("{key} = {secs} is outside 0..={MAX_SECONDS} seconds"));
-            return default;
-        }
-        Duration::from_secs_f64(secs)
-    }
-
-    fn int(&mut self, table: &Table, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<(usize, i64)> {
-        let item = table.get(key)?;
-        match item.value {
-            Value::Int(i) if range.contains(&i) => Some((item.line, i)),
-            Value::Int(i) => {
-                self.error(
-                    item.line,
-                    format!("{key} = {i} is outside {}..={}", range.start(), range.end()),
-                );
-                None
-            }
-            ref other => {
-                self.error(item.line, format!("{key} must be an integer, not {}", other.type_name()));
-                None
-            }
-        }
-    }
-
-    fn choice<T: Copy>(&mut self, table: &Table, key: &str, options: &[(&str, T)], default: T) -> T {
-        let Some((line, s)) = self.string(table, key) else {
-            return default;
-        };
-        match options.iter().find(|(name, _)| *name == s) {
-            Some((_, v)) => *v,
-            None => {
-                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                self.error(line, format!("{key} = \"{s}\" is not one of: {}", names.join(", ")));
-                default
-            }
-        }
-    }
-
-    fn strings(&mut self, table: &Table, key: &str) -> Vec<(usize, String)> {
-        let Some(item) = table.get(key) else {
-            return Vec::new();
-        };
-        let Value::Array(items) = &item.value else {
-            self.error(
-                item.line,
-                format!("{key} must be an array of strings, not {}", item.value.type_name()),
-            );
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for i in items {
-            match &i.value {
-                Value::Str(s) => out.push((i.line, s.clone())),
-                other => self.error(i.line, format!("{key}: every entry must be a string, not {}", other.type_name())),
-            }
-        }
-        out
-    }
-
-    /// `user`/`group`: a number or a name from /etc/passwd or /etc/group.
-    fn account(&mut self, table: &Table, key: &str, known: &HashMap<String, u32>) -> Option<u32> {
-        let item = table.get(key)?;
-        match &item.value {
-            Value::Int(i) => match u32::try_from(*i) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    self.error(item.line, format!("{key} = {i} is not a valid id"));
-                    None
-                }
-            },
-            Value::Str(name) if name == "root" => Some(0),
-            Value::Str(name) => match known.get(name) {
-                Some(id) => Some(*id),
-                None => {
-                    let file = if key == "user" { "/etc/passwd" } else { "/etc/group" };
-                    self.error(item.line, format!("{key} '{name}' is not in {file} (give a number instead)"));
-                    None
-                }
-            },
-            other => {
-                self.error(item.line, format!("{key} must be a name or a number, not {}", other.type_name()));
-                None
-            }
-        }
-    }
-}
+use reader::Reader;
 
 const RESTARTS: &[(&str, Restart)] = &[
     ("permanent", Restart::Permanent),
@@ -373,12 +234,18 @@ pub fn parse(text: &str, accounts: &Accounts) -> Result<Config, Vec<ConfigError>
             continue;
         };
         let Value::Table(t) = &item.value else {
-            top.error(item.line, format!("'{section}' must be a table of [{section}.NAME] sections"));
+            top.error(
+                item.line,
+                format!("'{section}' must be a table of [{section}.NAME] sections"),
+            );
             continue;
         };
         for (name, item) in &t.entries {
             let Value::Table(table) = &item.value else {
-                top.error(item.line, format!("{section}.{name} must be a [{section}.{name}] table"));
+                top.error(
+                    item.line,
+                    format!("{section}.{name} must be a [{section}.{name}] table"),
+                );
                 continue;
             };
             if !valid_name(name) {
@@ -390,9 +257,19 @@ pub fn parse(text: &str, accounts: &Accounts) -> Result<Config, Vec<ConfigError>
             if let Some((_, first)) = defs.iter().find(|(n, _)| n == name) {
                 top.error(
                     item.line,
-                    format!("the name '{name}' is used twice (also on line {})", first.line),
+                    format!(
+                        "the name '{name}' is used twice (also on line {})",
+                        first.line
+                    ),
                 );
                 continue;
+            }
+            if is_supervisor {
+                let mut r = Reader {
+                    errors: &mut *top.errors,
+                    place: format!("[supervisor.{name}]: "),
+                };
+                r.check_keys(table, SUP_KEYS);
             }
             defs.push((
                 name.clone(),
@@ -427,13 +304,21 @@ pub fn parse(text: &str, accounts: &Accounts) -> Result<Config, Vec<ConfigError>
             linker.add(&root_name, None, &mut nodes);
             for (name, d) in &defs {
                 if !linker.parent_of.contains_key(name.as_str()) && *name != root_name {
-                    let kind = if d.is_supervisor { "supervisor" } else { "worker" };
+                    let kind = if d.is_supervisor {
+                        "supervisor"
+                    } else {
+                        "worker"
+                    };
                     linker.errors.push(ConfigError {
                         line: d.line,
                         msg: format!(
                             "[{kind}.{name}] is not in the tree: no supervisor lists it in children"
                         ),
                     });
+                    // Its own mistakes are worth reporting in the same pass.
+                    if !d.is_supervisor {
+                        linker.worker(name, d);
+                    }
                 }
             }
         }
@@ -473,13 +358,22 @@ struct Linker<'a, 'd> {
 
 impl<'a> Linker<'a, '_> {
     /// Adds `name` and, for a supervisor, its subtree; returns its index.
-    fn add(&mut self, name: &'a str, parent: Option<&'a str>, nodes: &mut Vec<NodeSpec>) -> Option<usize> {
+    fn add(
+        &mut self,
+        name: &'a str,
+        parent: Option<&'a str>,
+        nodes: &mut Vec<NodeSpec>,
+    ) -> Option<usize> {
         let (name, def) = self
             .defs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(n, d)| (n.as_str(), d))?;
-        let section = if def.is_supervisor { "supervisor" } else { "worker" };
+        let section = if def.is_supervisor {
+            "supervisor"
+        } else {
+            "worker"
+        };
         let mut r = Reader {
             errors: &mut *self.errors,
             place: format!("[{section}.{name}]: "),
@@ -488,7 +382,10 @@ impl<'a> Linker<'a, '_> {
         let restart = r.choice(t, "restart", RESTARTS, Restart::Permanent);
         if parent.is_none() && t.get("restart").is_some() {
             let line = t.get("restart").map_or(def.line, |i| i.line);
-            r.error(line, "restart has no effect on the root supervisor (see on_failure)");
+            r.error(
+                line,
+                "restart has no effect on the root supervisor (see on_failure)",
+            );
         }
         let index = nodes.len();
         if !def.is_supervisor {
@@ -500,7 +397,6 @@ impl<'a> Linker<'a, '_> {
             });
             return Some(index);
         }
-        r.check_keys(t, SUP_KEYS);
         let strategy = r.choice(
             t,
             "strategy",
@@ -511,7 +407,9 @@ impl<'a> Linker<'a, '_> {
             ],
             Strategy::OneForOne,
         );
-        let intensity = r.int(t, "intensity", 0..=1_000_000).map_or(3, |(_, i)| i as u32);
+        let intensity = r
+            .int(t, "intensity", 0..=1_000_000)
+            .map_or(3, |(_, i)| i as u32);
         let period = r.seconds(t, "period", Duration::from_secs(5));
         let restart_delay = r.seconds(t, "restart_delay", Duration::from_millis(500));
         let restart_delay_max = r.seconds(t, "restart_delay_max", Duration::from_secs(30));
@@ -526,7 +424,10 @@ impl<'a> Linker<'a, '_> {
         let children_line = t.get("children").map_or(def.line, |i| i.line);
         let names = r.strings(t, "children");
         if t.get("children").is_none() {
-            r.error(def.line, "children is missing (a list of worker and supervisor names)");
+            r.error(
+                def.line,
+                "children is missing (a list of worker and supervisor names)",
+            );
         }
         nodes.push(NodeSpec {
             name: name.to_string(),
@@ -545,10 +446,18 @@ impl<'a> Linker<'a, '_> {
         for (line, child) in &names {
             if let Some(pos) = self.path.iter().position(|p| p == child) {
                 let cycle = self.path[pos..].join(" -> ");
-                self.error(*line, format!("[supervisor.{name}]: cycle: {cycle} -> {child}"));
+                self.error(
+                    *line,
+                    format!("[supervisor.{name}]: cycle: {cycle} -> {child}"),
+                );
                 continue;
             }
-            let Some(child_name) = self.defs.iter().map(|(n, _)| n.as_str()).find(|n| n == child) else {
+            let Some(child_name) = self
+                .defs
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .find(|n| n == child)
+            else {
                 self.error(
                     *line,
                     format!("[supervisor.{name}]: child '{child}' is not defined as a [worker.{child}] or [supervisor.{child}]"),
@@ -557,7 +466,10 @@ impl<'a> Linker<'a, '_> {
             };
             if let Some((other, other_line)) = self.parent_of.get(child_name) {
                 if *other == name {
-                    self.error(*line, format!("[supervisor.{name}]: '{child}' is listed twice in children"));
+                    self.error(
+                        *line,
+                        format!("[supervisor.{name}]: '{child}' is listed twice in children"),
+                    );
                     continue;
                 }
                 self.error(
@@ -599,7 +511,10 @@ impl<'a> Linker<'a, '_> {
             Some((_, c)) => c,
             None => {
                 if t.get("command").is_none() {
-                    r.error(def.line, "command is missing (the program to run, e.g. \"/usr/bin/agent\")");
+                    r.error(
+                        def.line,
+                        "command is missing (the program to run, e.g. \"/usr/bin/agent\")",
+                    );
                 }
                 String::new()
             }
@@ -611,13 +526,23 @@ impl<'a> Linker<'a, '_> {
                 Value::Table(vars) => {
                     for (k, v) in &vars.entries {
                         match &v.value {
-                            Value::Str(s) if !k.is_empty() && !k.contains('=') => env.push((k.clone(), s.clone())),
-                            Value::Str(_) => r.error(v.line, format!("env: '{k}' is not a valid variable name")),
-                            other => r.error(v.line, format!("env.{k} must be a string, not {}", other.type_name())),
+                            Value::Str(s) if !k.is_empty() && !k.contains('=') => {
+                                env.push((k.clone(), s.clone()))
+                            }
+                            Value::Str(_) => {
+                                r.error(v.line, format!("env: '{k}' is not a valid variable name"))
+                            }
+                            other => r.error(
+                                v.line,
+                                format!("env.{k} must be a string, not {}", other.type_name()),
+                            ),
                         }
                     }
                 }
-                other => r.error(item.line, format!("env must be a table of strings, not {}", other.type_name())),
+                other => r.error(
+                    item.line,
+                    format!("env must be a table of strings, not {}", other.type_name()),
+                ),
             }
         }
         let cwd = r.string(t, "cwd").map(|(_, s)| s);
@@ -651,7 +576,13 @@ impl<'a> Linker<'a, '_> {
                 ..
             }) => *b,
             Some(item) => {
-                r.error(item.line, format!("console must be true or false, not {}", item.value.type_name()));
+                r.error(
+                    item.line,
+                    format!(
+                        "console must be true or false, not {}",
+                        item.value.type_name()
+                    ),
+                );
                 true
             }
         };

@@ -57,8 +57,12 @@ impl LineReader {
 pub enum Command {
     Cat(String),
     Write { path: String, text: String },
+    Append { path: String, text: String },
+    Mkdir(String),
+    Rm(String),
     Ls(String),
     Mounts,
+    Status,
     Run { program: String, args: Vec<String> },
     Shutdown(Kind),
 }
@@ -74,15 +78,16 @@ pub enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unknown(word) => write!(
-                f,
-                "unknown command '{word}' (try: cat, write, ls, mounts, run, reboot, poweroff, halt)"
-            ),
+            Self::Unknown(word) => write!(f, "unknown command '{word}' (try: {KNOWN})"),
             Self::Usage(usage) => write!(f, "usage: {usage}"),
             Self::Quote => write!(f, "unterminated quote"),
         }
     }
 }
+
+/// The commands, for the unknown-command error.
+const KNOWN: &str =
+    "cat, write, append, mkdir, rm, ls, mounts, status, run, reboot, poweroff, halt";
 
 /// Splits off the first whitespace-separated word; the rest keeps its
 /// inner spacing (for `write`'s text and `reboot`'s argument).
@@ -190,17 +195,20 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 Ok(Some(Command::Ls(one_path("ls [PATH]")?)))
             }
         }
-        "write" => {
+        "write" | "append" => {
             let (path, text) = split_word(rest);
-            if path.is_empty() {
-                return Err(ParseError::Usage("write PATH TEXT..."));
+            let (path, text) = (path.to_string(), text.to_string());
+            match (word, path.is_empty()) {
+                ("write", true) => Err(ParseError::Usage("write PATH TEXT...")),
+                (_, true) => Err(ParseError::Usage("append PATH TEXT...")),
+                ("write", false) => Ok(Some(Command::Write { path, text })),
+                (_, false) => Ok(Some(Command::Append { path, text })),
             }
-            Ok(Some(Command::Write {
-                path: path.to_string(),
-                text: text.to_string(),
-            }))
         }
+        "mkdir" => Ok(Some(Command::Mkdir(one_path("mkdir PATH")?))),
+        "rm" => Ok(Some(Command::Rm(one_path("rm PATH")?))),
         "mounts" => no_args("mounts", Command::Mounts),
+        "status" => no_args("status", Command::Status),
         "run" => {
             let mut w = words(rest)?;
             if w.is_empty() {
@@ -282,6 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn parses_append_mkdir_rm_status() {
+        assert_eq!(
+            ok("append /data/keel/s.toml children = [\"a\", \"b\"]"),
+            Command::Append {
+                path: "/data/keel/s.toml".into(),
+                text: "children = [\"a\", \"b\"]".into()
+            }
+        );
+        assert_eq!(
+            ok("append /x"),
+            Command::Append {
+                path: "/x".into(),
+                text: String::new()
+            }
+        );
+        assert_eq!(ok("mkdir /data/keel"), Command::Mkdir("/data/keel".into()));
+        assert_eq!(
+            ok("rm /data/keel/s.toml"),
+            Command::Rm("/data/keel/s.toml".into())
+        );
+        assert_eq!(ok("status"), Command::Status);
+    }
+
+    #[test]
     fn parses_run_with_quotes() {
         assert_eq!(
             ok(r#"run /bin/sh -c "echo \"hi\" there" 'a b' c\ d"#),
@@ -327,7 +359,8 @@ mod tests {
     #[test]
     fn usage_errors() {
         for line in [
-            "cat", "cat a b", "ls a b", "write", "run", "run   ", "mounts x",
+            "cat", "cat a b", "ls a b", "write", "append", "mkdir", "rm", "rm a b", "run",
+            "run   ", "mounts x", "status x",
         ] {
             match parse(line) {
                 Err(ParseError::Usage(_)) => {}
@@ -341,7 +374,7 @@ mod tests {
         let err = parse("frobnicate now").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown command 'frobnicate' (try: cat, write, ls, mounts, run, reboot, poweroff, halt)"
+            "unknown command 'frobnicate' (try: cat, write, append, mkdir, rm, ls, mounts, status, run, reboot, poweroff, halt)"
         );
         let long = "é".repeat(100);
         assert_eq!(

@@ -38,6 +38,12 @@ fn fail(what: &str) -> ! {
 }
 
 pub fn run() -> ! {
+    // For the boot-time line the system stage prints (exec keeps the
+    // environment). Nothing else runs yet, so setting it is sound.
+    std::env::set_var(
+        crate::system::STARTED_ENV,
+        sys::boottime().as_millis().to_string(),
+    );
     for m in &mount::API {
         if let Err(e) = m.ensure() {
             fail(&format!(

@@ -1,7 +1,11 @@
-//! Keel PID 1. One binary, two roles: `/init` in the initramfs (find and
-//! mount the slot's root, switch to it) and `/sbin/init` in the root
-//! filesystem (mounts, /data, zombie reaping, debug console, shutdown).
-//! This file only picks the role and installs the panic hook.
+//! Keel PID 1. One binary, several roles: as PID 1, `/init` in the
+//! initramfs (find and mount the slot's root, switch to it) and
+//! `/sbin/init` in the root filesystem (mounts, /data, the supervision
+//! tree, zombie reaping, debug console, shutdown). Not as PID 1: `keelctl`
+//! (by the name it is called by, or `init keelctl …`), `init supervise`
+//! (the tree on a host, for development and tests) and `init
+//! test-service` (stand-in services for tests). This file only picks the
+//! role and installs the panic hook.
 //!
 //! `no_main`: std's normal entry point opens /dev/null on fds 0-2 when the
 //! kernel left them closed, and aborts when that fails — which it does in
@@ -24,25 +28,34 @@ pub(crate) use log;
 
 mod cmdline;
 mod commands;
+mod config;
 mod console;
+mod control;
 mod disk;
+mod host;
+mod identity;
 mod initramfs;
+mod logger;
 mod modules;
 mod mount;
 mod reaper;
+mod runtime;
 mod shutdown;
 mod signals;
+mod spawn;
+mod supervisor;
 mod sys;
 mod system;
+mod testservice;
+mod toml;
+mod watchdog;
 
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
 pub fn log_line(args: fmt::Arguments) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "keel: {args}");
-    let _ = out.flush();
+    logger::init_line(args);
 }
 
 /// A panic is a bug, but PID 1 exiting panics the kernel: log it, sync and
@@ -63,6 +76,7 @@ fn install_panic_hook() {
         // One line, so every console line still starts with `keel: `.
         let msg = msg.replace('\n', " ");
         let _ = writeln!(io::stderr(), "keel: panic: {msg}{place}");
+        logger::panic_line(&format!("panic: {msg}{place}"));
         if sys::getpid() == 1 {
             sys::sync();
             let _ = writeln!(io::stderr(), "keel: panic: rebooting");
@@ -71,30 +85,63 @@ fn install_panic_hook() {
     }));
 }
 
-fn run() -> libc::c_int {
+const USAGE: &str = "init is Keel's PID 1; run as anything else it offers:
+  keelctl COMMAND...           control the running init (see `keelctl help`)
+  init supervise FILE [--run-dir DIR]
+                               run a services.toml on this host (development, tests)
+  init test-service MODE ...   stand-in services for tests";
+
+fn run(args: &[String]) -> libc::c_int {
     // std's entry point would ignore SIGPIPE so a write to a closed pipe
     // returns EPIPE instead of a signal; keep that behaviour.
     // SAFETY: setting a disposition to SIG_IGN has no handler to be unsafe.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     install_panic_hook();
-    if sys::getpid() != 1 {
-        sys::ensure_std_fds();
-        let _ = writeln!(
-            io::stderr(),
-            "keel: init must run as PID 1 (it mounts filesystems and reboots the machine)"
-        );
-        return 1;
-    }
-    if Path::new(initramfs::MARKER).exists() {
-        initramfs::run()
-    } else {
+    if sys::getpid() == 1 {
+        // The kernel passes unknown boot parameters as arguments: ignore.
+        if Path::new(initramfs::MARKER).exists() {
+            initramfs::run()
+        }
         system::run()
+    }
+    sys::ensure_std_fds();
+    let called = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("");
+    if called == "keelctl" {
+        return control::keelctl(&args[1..]);
+    }
+    match args.get(1).map(String::as_str) {
+        Some("keelctl") => control::keelctl(&args[2..]),
+        Some("supervise") => host::main(&args[2..]),
+        Some("test-service") => testservice::main(&args[2..]),
+        _ => {
+            let _ = writeln!(
+                io::stderr(),
+                "keel: init must run as PID 1 (it mounts filesystems and reboots the machine)\n{USAGE}"
+            );
+            1
+        }
     }
 }
 
 /// The C entry point (see the module comment for why not `fn main`).
+/// std's `env::args` is not filled in without std's own entry point on
+/// every libc, so the arguments are taken from here.
+///
+/// # Safety
+///
+/// Called by the C runtime only, with `argc` valid strings in `argv`.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    run()
+pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    let args: Vec<String> = (0..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            arg.to_string_lossy().into_owned()
+        })
+        .collect();
+    run(&args)
 }

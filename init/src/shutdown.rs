@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::reaper::Reaper;
+use crate::reaper;
 use crate::sys;
 
 /// How long processes get to exit after SIGTERM before SIGKILL.
@@ -59,10 +59,10 @@ impl Kind {
 }
 
 /// Reaps until no children are left or `limit` passes; true if none left.
-fn reap_until_gone(reaper: &mut Reaper, limit: Duration) -> bool {
+fn reap_until_gone(limit: Duration) -> bool {
     let start = Instant::now();
     loop {
-        if !reaper.reap_all() {
+        if !reaper::reap_all() {
             return true;
         }
         if start.elapsed() >= limit {
@@ -75,15 +75,14 @@ fn reap_until_gone(reaper: &mut Reaper, limit: Duration) -> bool {
 /// Stops every process and makes the filesystems safe to cut power to.
 /// Logs each step; never fails (each step is best effort). No line says
 /// `keel: error:`, which the console reserves for a command's result.
-pub fn prepare(kind: &Kind, reaper: &mut Reaper) {
-    crate::log!("shutting down: {kind}");
+pub fn prepare() {
     // kill(-1) reaches every process but PID 1; ESRCH only means there was
     // nobody to signal.
     let _ = sys::kill(-1, libc::SIGTERM);
-    if !reap_until_gone(reaper, TERM_GRACE) {
+    if !reap_until_gone(TERM_GRACE) {
         crate::log!("processes still running after {TERM_GRACE:?}; sending SIGKILL");
         let _ = sys::kill(-1, libc::SIGKILL);
-        if !reap_until_gone(reaper, KILL_GRACE) {
+        if !reap_until_gone(KILL_GRACE) {
             crate::log!("some processes did not exit; going on");
         }
     }

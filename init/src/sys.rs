@@ -5,6 +5,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -241,6 +242,88 @@ pub fn execv(path: &Path) -> io::Error {
     // environment is inherited as is.
     unsafe { libc::execv(c.as_ptr(), argv.as_ptr()) };
     io::Error::last_os_error()
+}
+
+/// write(2) once, retrying on EINTR; may write less than `buf`.
+pub fn write(fd: libc::c_int, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for reads of buf.len() bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// open(2) returning the raw descriptor (the caller takes ownership).
+pub fn open_raw(path: &CStr, flags: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: path is a valid C string; no mode is needed without O_CREAT.
+    cvt(unsafe { libc::open(path.as_ptr(), flags) })
+}
+
+/// A pipe with both ends close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only change the descriptor's flags.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// Time since boot, suspend included (what log timestamps show).
+pub fn boottime() -> Duration {
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid out-pointer; CLOCK_BOOTTIME always exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == -1 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The wall clock in whole seconds since the epoch (negative before 1970).
+pub fn realtime_secs() -> i64 {
+    // SAFETY: as in boottime.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i64
+}
+
+/// Sets the wall clock (needs CAP_SYS_TIME).
+pub fn set_realtime_secs(secs: i64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    cvt(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })?;
+    Ok(())
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe name's bytes.
+    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+/// Makes orphaned descendants ours to reap, as they would be PID 1's.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    Ok(())
 }
 
 /// Sleeps forever; the last resort of a PID 1 that cannot continue but must

@@ -1,35 +1,27 @@
 //! Stage two: PID 1 in the read-only root filesystem. Mounts the API and
-//! scratch filesystems and /data, announces `keel: ready`, then reaps
-//! zombies and serves the debug console forever.
+//! scratch filesystems and /data, sets the clock and hostname, announces
+//! `keel: ready`, then hands over to the runtime: the supervision tree,
+//! zombie reaping, the debug console and the control socket, forever.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cmdline::{Cmdline, Slot};
-use crate::console::{self, Command, LineError, LineReader};
 use crate::disk::{self, PartUuid, Roots};
-use crate::reaper::Reaper;
-use crate::shutdown::{self, Kind};
-use crate::signals::{self, Action, SignalFd};
-use crate::{commands, modules, mount, sys};
+use crate::runtime::{self, Runtime, Setup};
+use crate::signals::SignalFd;
+use crate::spawn::DEFAULT_PATH;
+use crate::{identity, logger, modules, mount, sys};
 
 const RELEASE: &str = "/etc/keel/release";
 const DATA: &str = "/data";
 /// The data partition is normally on the disk the root came from, so it is
 /// there at once; the wait only covers a slow second device.
 const DATA_WAIT: Duration = Duration::from_secs(5);
-/// After a console read error or EOF, wait this long before reading again
-/// so a hung-up line cannot make PID 1 spin.
-const CONSOLE_RETRY: Duration = Duration::from_secs(1);
-/// Without a signalfd (never seen, but not fatal) children are reaped on
-/// this tick instead.
-const REAP_TICK: Duration = Duration::from_secs(1);
-/// The kernel sets no PATH for init; programs started with `run` get this.
-const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// Set by the initramfs stage: boot time (ms) when the kernel started it.
+pub const STARTED_ENV: &str = "KEEL_INIT_STARTED_MS";
 
 /// What /etc/keel/release says about this image.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,6 +78,10 @@ pub fn run() -> ! {
         }
     }
     sys::ensure_std_fds();
+    // devtmpfs is there now: the log can use /dev/console and /dev/kmsg.
+    logger::init_pid1();
+    identity::clamp_clock(Path::new(RELEASE));
+    identity::set_hostname();
     if std::env::var_os("PATH").is_none() {
         // Single-threaded here, so changing the environment is sound.
         std::env::set_var("PATH", DEFAULT_PATH);
@@ -117,12 +113,35 @@ pub fn run() -> ! {
         }
     };
     crate::log!("{}", ready_line(slot, &release));
+    log_boot_time();
 
-    Pid1 {
-        signals,
-        reaper: Reaper::default(),
+    let setup = Setup {
+        pid1: true,
+        services: runtime::services_file(),
+        run_dir: PathBuf::from(runtime::RUN_DIR),
+    };
+    Runtime::new(setup, signals).run();
+    // run() only returns in host mode; never let PID 1 exit.
+    sys::halt_forever()
+}
+
+/// One line for the boot-time bench: when the kernel started our /init
+/// (from the initramfs stage) and when `ready` was printed.
+fn log_boot_time() {
+    let ready = sys::boottime().as_secs_f64();
+    let started = std::env::var(STARTED_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| ms / 1000.0);
+    // Single-threaded still: changing the environment is sound.
+    std::env::remove_var(STARTED_ENV);
+    match started {
+        Some(s) => crate::log!(
+            "boot: /init started at {s:.3}s, ready at {ready:.3}s uptime ({:.3}s in init)",
+            ready - s
+        ),
+        None => crate::log!("boot: ready at {ready:.3}s uptime"),
     }
-    .serve()
 }
 
 /// Loads the root filesystem's extra modules, if it lists any.
@@ -181,168 +200,6 @@ fn mount_data(spec: Option<&str>) {
             "mount {source} ({want}) as ext4 on {DATA} failed: {}",
             sys::describe(&e)
         ),
-    }
-}
-
-/// The running system's event loop state.
-struct Pid1 {
-    signals: Option<SignalFd>,
-    reaper: Reaper,
-}
-
-impl Pid1 {
-    fn serve(mut self) -> ! {
-        let mut reader = LineReader::default();
-        let mut buf = [0u8; 1024];
-        let mut console_paused_until: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            if console_paused_until.is_some_and(|t| now >= t) {
-                console_paused_until = None;
-            }
-            let sig_fd = self.signals.as_ref().map_or(-1, |s| s.as_raw_fd());
-            // poll ignores negative fds: that is how the console is paused.
-            let console_fd = if console_paused_until.is_some() {
-                -1
-            } else {
-                0
-            };
-            let mut fds = [
-                libc::pollfd {
-                    fd: sig_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: console_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let mut timeout = console_paused_until.map(|t| t.saturating_duration_since(now));
-            if self.signals.is_none() {
-                timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
-            }
-            if let Err(e) = sys::poll(&mut fds, timeout) {
-                crate::log!("poll: {e}");
-                std::thread::sleep(CONSOLE_RETRY);
-                continue;
-            }
-            self.handle_signals();
-            if fds[1].revents != 0 {
-                match sys::read(0, &mut buf) {
-                    Ok(0) | Err(_) => {
-                        // EOF (ctrl-D, or stdin is not a terminal) or a
-                        // hung-up line: try again later.
-                        console_paused_until = Some(Instant::now() + CONSOLE_RETRY);
-                    }
-                    Ok(n) => {
-                        for line in reader.feed(&buf[..n]) {
-                            self.execute_line(line);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reaps and acts on every pending signal (or, without a signalfd,
-    /// just reaps).
-    fn handle_signals(&mut self) {
-        let Some(signals) = &self.signals else {
-            self.reaper.reap_all();
-            return;
-        };
-        for sig in signals.drain() {
-            match signals::action(sig) {
-                Some(Action::Reap) => {
-                    self.reaper.reap_all();
-                }
-                Some(Action::Shutdown(kind)) => {
-                    shutdown::prepare(&kind, &mut self.reaper);
-                    let e = shutdown::finish(&kind);
-                    crate::log!("{kind} failed: {e}");
-                }
-                None => {}
-            }
-        }
-    }
-
-    fn execute_line(&mut self, line: Result<Vec<u8>, LineError>) {
-        let result = match line {
-            Err(LineError::TooLong) => Err(format!(
-                "line longer than {} bytes ignored",
-                console::MAX_LINE
-            )),
-            Ok(bytes) => match std::str::from_utf8(&bytes) {
-                Err(_) => Err("command line is not valid UTF-8".to_string()),
-                Ok(text) => match console::parse(text) {
-                    Ok(None) => return,
-                    Ok(Some(cmd)) => self.execute(cmd),
-                    Err(e) => Err(e.to_string()),
-                },
-            },
-        };
-        match result {
-            Ok(()) => crate::log!("ok"),
-            Err(msg) => crate::log!("error: {msg}"),
-        }
-    }
-
-    fn execute(&mut self, cmd: Command) -> Result<(), String> {
-        let out = &mut io::stdout().lock();
-        let res = match cmd {
-            Command::Cat(path) => commands::cat(Path::new(&path), out),
-            Command::Write { path, text } => commands::write(Path::new(&path), &text),
-            Command::Ls(path) => commands::ls(Path::new(&path), out),
-            Command::Mounts => commands::mounts(out),
-            Command::Run { program, args } => return self.run_program(&program, &args),
-            Command::Shutdown(kind) => return self.shutdown(&kind),
-        };
-        let _ = out.flush();
-        res.map_err(|e| e.to_string())
-    }
-
-    /// Spawns a program and waits for it through the reaper, still acting
-    /// on shutdown signals meanwhile. Its stdin is /dev/null: the console
-    /// is ours, and a program that reads it would swallow commands.
-    fn run_program(&mut self, program: &str, args: &[String]) -> Result<(), String> {
-        let mut cmd = Process::new(program);
-        cmd.args(args).stdin(Stdio::null());
-        let child = signals::reset_in_child(&mut cmd)
-            .spawn()
-            .map_err(|e| format!("run {program}: {}", sys::describe(&e)))?;
-        let pid = child.id() as libc::pid_t;
-        // Dropping a Child neither waits for nor kills it; the reaper owns
-        // its exit status from here on.
-        drop(child);
-        self.reaper.watch(pid);
-        loop {
-            // Also catches a child that exited before we started watching.
-            self.reaper.reap_all();
-            if let Some(status) = self.reaper.take(pid) {
-                crate::log!("{status}");
-                return Ok(());
-            }
-            let sig_fd = self.signals.as_ref().map_or(-1, |s| s.as_raw_fd());
-            let mut fds = [libc::pollfd {
-                fd: sig_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            let tick = self.signals.is_none().then_some(REAP_TICK);
-            let _ = sys::poll(&mut fds, tick);
-            self.handle_signals();
-        }
-    }
-
-    /// The console's reboot/poweroff/halt: `keel: ok` comes after the
-    /// filesystems are safe and right before reboot(2).
-    fn shutdown(&mut self, kind: &Kind) -> Result<(), String> {
-        shutdown::prepare(kind, &mut self.reaper);
-        crate::log!("ok");
-        let e = shutdown::finish(kind);
-        Err(format!("{kind}: {}", sys::describe(&e)))
     }
 }
 

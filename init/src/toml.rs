@@ -171,7 +171,9 @@ fn open_table(root: &mut Table, path: &[String], line: usize) -> Result<(), Erro
             Value::Table(inner) if inner.inline => {
                 return Err(Error {
                     line,
-                    msg: format!("[{name}] was written inline on line {first_line} and cannot be extended"),
+                    msg: format!(
+                        "[{name}] was written inline on line {first_line} and cannot be extended"
+                    ),
                 })
             }
             Value::Table(inner) => {
@@ -179,7 +181,9 @@ fn open_table(root: &mut Table, path: &[String], line: usize) -> Result<(), Erro
                     if inner.explicit {
                         return Err(Error {
                             line,
-                            msg: format!("table [{name}] is defined twice (first on line {first_line})"),
+                            msg: format!(
+                                "table [{name}] is defined twice (first on line {first_line})"
+                            ),
                         });
                     }
                     inner.explicit = true;
@@ -301,7 +305,12 @@ impl Parser<'_> {
                     self.bump();
                     break;
                 }
-                _ => return Err(self.err(format!("expected '.' or ']' in the table header, found {}", self.found()))),
+                _ => {
+                    return Err(self.err(format!(
+                        "expected '.' or ']' in the table header, found {}",
+                        self.found()
+                    )))
+                }
             }
         }
         self.end_of_line()?;
@@ -314,7 +323,8 @@ impl Parser<'_> {
             Some(b'\'') => self.literal_string(),
             _ => {
                 let start = self.pos;
-                while let Some(b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-') = self.peek() {
+                while let Some(b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-') = self.peek()
+                {
                     self.pos += 1;
                 }
                 if start == self.pos {
@@ -331,7 +341,7 @@ impl Parser<'_> {
             Some(b'\'') => self.literal_string().map(Value::Str),
             Some(b'[') => self.array(),
             Some(b'{') => self.inline_table(),
-            Some(b't' | b'f' | b'i' | b'n' | b'+' | b'-' | b'0'..=b'9') => self.scalar(),
+            Some(b'A'..=b'Z' | b'a'..=b'z' | b'_' | b'+' | b'-' | b'0'..=b'9') => self.scalar(),
             _ => Err(self.err(format!("expected a value, found {}", self.found()))),
         }
     }
@@ -366,7 +376,11 @@ impl Parser<'_> {
                         b'f' => out.push('\u{c}'),
                         b'u' => out.push(self.unicode(4)?),
                         b'U' => out.push(self.unicode(8)?),
-                        _ => return Err(self.err("unknown escape in string (use \\\\ for a backslash)")),
+                        _ => {
+                            return Err(
+                                self.err("unknown escape in string (use \\\\ for a backslash)")
+                            )
+                        }
                     }
                 }
                 c if c.is_control() && c != '\t' => {
@@ -403,7 +417,9 @@ impl Parser<'_> {
                     self.bump();
                     return Ok(s);
                 }
-                None | Some(b'\n') => return Err(self.err("unterminated string (strings end on their line)")),
+                None | Some(b'\n') => {
+                    return Err(self.err("unterminated string (strings end on their line)"))
+                }
                 Some(b) if b < 0x20 && b != b'\t' || b == 0x7f => {
                     return Err(self.err("control character in string"))
                 }
@@ -438,7 +454,18 @@ impl Parser<'_> {
             match self.peek() {
                 Some(b',') => self.bump(),
                 Some(b']') => {}
-                _ => return Err(self.err(format!("expected ',' or ']' in the array, found {}", self.found()))),
+                None => {
+                    return Err(Error {
+                        line: open,
+                        msg: "array is never closed with ']'".into(),
+                    })
+                }
+                _ => {
+                    return Err(self.err(format!(
+                        "expected ',' or ']' in the array, found {}",
+                        self.found()
+                    )))
+                }
             }
         }
     }
@@ -483,7 +510,9 @@ impl Parser<'_> {
     /// Booleans and numbers: read the whole token, then interpret it.
     fn scalar(&mut self) -> Result<Value, Error> {
         let start = self.pos;
-        while let Some(b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'+' | b'-' | b'.' | b':') = self.peek() {
+        while let Some(b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'+' | b'-' | b'.' | b':') =
+            self.peek()
+        {
             self.pos += 1;
         }
         let tok = &self.text[start..self.pos];
@@ -493,12 +522,19 @@ impl Parser<'_> {
             _ => {}
         }
         number(tok).ok_or_else(|| {
-            let msg = if tok.contains(':') || tok[1.min(tok.len())..].contains('-') && !tok.contains(['e', 'E']) {
+            let msg = if matches!(tok.trim_start_matches(['+', '-']), "inf" | "nan") {
+                format!("'{tok}': inf and nan are not supported here")
+            } else if tok.contains(':')
+                || tok[1.min(tok.len())..].contains('-') && !tok.contains(['e', 'E'])
+            {
                 format!("'{tok}': dates and times are not supported here")
             } else {
                 format!("'{tok}' is not a valid value (strings need quotes)")
             };
-            Error { line: self.line, msg }
+            Error {
+                line: self.line,
+                msg,
+            }
         })
     }
 }
@@ -527,7 +563,9 @@ fn number(tok: &str) -> Option<Value> {
         if digits.len() > 1 && digits.starts_with('0') {
             return None;
         }
-        let v: i64 = format!("{}{digits}", if sign < 0 { "-" } else { "" }).parse().ok()?;
+        let v: i64 = format!("{}{digits}", if sign < 0 { "-" } else { "" })
+            .parse()
+            .ok()?;
         return Some(Value::Int(v));
     }
     // Float: int part, optional .frac, optional exponent; each digit run
@@ -558,7 +596,10 @@ fn number(tok: &str) -> Option<Value> {
         s.push_str(esign);
         s.push_str(&clean_digits(edigits, 10)?);
     }
-    s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::Float)
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::Float)
 }
 
 /// Removes `_` separators, which TOML allows only between two digits.

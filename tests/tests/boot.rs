@@ -25,14 +25,32 @@ fn boot_and_check(board: &str) {
 
     let mounts = c.command("mounts", CMD);
     assert!(mounts.contains("keel: ok"), "{mounts}");
-    let root_line = mounts.lines().find(|l| l.contains(" / squashfs ")).unwrap_or_else(|| panic!("/ is not squashfs:\n{mounts}"));
-    assert!(root_line.contains(" ro"), "/ must be read-only: {root_line}");
-    assert!(mounts.lines().any(|l| l.contains(" /data ext4 rw")), "/data must be writable ext4:\n{mounts}");
-    for m in [" /proc proc", " /sys sysfs", " /dev devtmpfs", " /run tmpfs", " /tmp tmpfs"] {
+    let root_line = mounts
+        .lines()
+        .find(|l| l.contains(" / squashfs "))
+        .unwrap_or_else(|| panic!("/ is not squashfs:\n{mounts}"));
+    assert!(
+        root_line.contains(" ro"),
+        "/ must be read-only: {root_line}"
+    );
+    assert!(
+        mounts.lines().any(|l| l.contains(" /data ext4 rw")),
+        "/data must be writable ext4:\n{mounts}"
+    );
+    for m in [
+        " /proc proc",
+        " /sys sysfs",
+        " /dev devtmpfs",
+        " /run tmpfs",
+        " /tmp tmpfs",
+    ] {
         assert!(mounts.contains(m), "missing mount{m}:\n{mounts}");
     }
     let ro = c.command("write /keel-test hello", CMD);
-    assert!(ro.contains("keel: error") && ro.to_lowercase().contains("read-only"), "writing / must fail: {ro}");
+    assert!(
+        ro.contains("keel: error") && ro.to_lowercase().contains("read-only"),
+        "writing / must fail: {ro}"
+    );
     let w = c.command("write /data/persist survives-reboot", CMD);
     assert!(w.contains("keel: ok"), "{w}");
 
@@ -42,7 +60,10 @@ fn boot_and_check(board: &str) {
     c.expect("keel: booting slot a from partition 2", BOOT);
     c.expect(&format!("keel: ready slot=a version={version}"), BOOT);
     let cat = c.command("cat /data/persist", CMD);
-    assert!(cat.contains("survives-reboot") && cat.contains("keel: ok"), "{cat}");
+    assert!(
+        cat.contains("survives-reboot") && cat.contains("keel: ok"),
+        "{cat}"
+    );
     c.send("poweroff");
     c.wait_exit(CMD);
 }

@@ -28,47 +28,110 @@ fn check_board(board: &str) {
     let numbers: Vec<u8> = card.table.partitions.iter().map(|p| p.number).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7], "{board}");
     for p in &card.table.partitions {
-        assert_eq!(p.start_lba % ALIGN, 0, "{board}: partition {} is not 4 MiB aligned", p.number);
-        assert_eq!(p.bootable, p.number == 1, "{board}: only partition 1 is active");
+        assert_eq!(
+            p.start_lba % ALIGN,
+            0,
+            "{board}: partition {} is not 4 MiB aligned",
+            p.number
+        );
+        assert_eq!(
+            p.bootable,
+            p.number == 1,
+            "{board}: only partition 1 is active"
+        );
     }
-    assert_eq!(card.table.get(5).unwrap().sectors, card.table.get(6).unwrap().sectors, "{board}: slots differ");
+    assert_eq!(
+        card.table.get(5).unwrap().sectors,
+        card.table.get(6).unwrap().sectors,
+        "{board}: slots differ"
+    );
     assert_eq!(card.table, Layout::for_board(&cfg).table, "{board}");
-    assert_eq!(std::fs::metadata(&img).unwrap().len(), Layout::for_board(&cfg).image_size);
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().len(),
+        Layout::for_board(&cfg).image_size
+    );
 
     // sfdisk, an independent reader, sees the same partitions.
-    let dump = Command::new("sfdisk").arg("--dump").arg(&img).output().expect("sfdisk (Debian package fdisk)");
+    let dump = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(&img)
+        .output()
+        .expect("sfdisk (Debian package fdisk)");
     let dump = String::from_utf8_lossy(&dump.stdout);
     for p in &card.table.partitions {
-        assert!(dump.contains(&format!("start={:>12}, size={:>12}", p.start_lba, p.sectors)), "{board}: sfdisk:\n{dump}");
+        assert!(
+            dump.contains(&format!(
+                "start={:>12}, size={:>12}",
+                p.start_lba, p.sectors
+            )),
+            "{board}: sfdisk:\n{dump}"
+        );
     }
 
     let sel = file_names(&card.selector);
     let boot = file_names(&card.boot_a);
-    assert!(boot.contains(&"vmlinuz") && boot.contains(&"initrd.img"), "{board}: {boot:?}");
+    assert!(
+        boot.contains(&"vmlinuz") && boot.contains(&"initrd.img"),
+        "{board}: {boot:?}"
+    );
     match cfg.boot_backend {
         BootBackend::Tryboot => {
             assert!(sel.contains(&"autoboot.txt"), "{board}: {sel:?}");
-            assert!(boot.contains(&"config.txt") && boot.contains(&"cmdline.txt"), "{board}: {boot:?}");
+            assert!(
+                boot.contains(&"config.txt") && boot.contains(&"cmdline.txt"),
+                "{board}: {boot:?}"
+            );
         }
         BootBackend::Uboot => {
-            assert!(sel.contains(&"boot.scr") && sel.contains(&"keel.env"), "{board}: {sel:?}");
+            assert!(sel.contains(&"boot.scr"), "{board}: {sel:?}");
+            // Both boot state records hold the initial state.
+            let mut f = std::fs::File::open(&img).unwrap();
+            for off in image::ubootstate::COPIES {
+                let mut rec = [0u8; 512];
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).unwrap();
+                std::io::Read::read_exact(&mut f, &mut rec).unwrap();
+                assert_eq!(
+                    image::ubootstate::Record::decode(&rec),
+                    Some(image::ubootstate::Record::INITIAL)
+                );
+            }
             assert!(boot.contains(&"bootargs.env"), "{board}: {boot:?}");
         }
     }
     match board {
-        "rpi4" => assert!(boot.contains(&"start4.elf") && boot.contains(&"fixup4.dat") && boot.contains(&"bcm2711-rpi-4-b.dtb")),
+        "rpi4" => assert!(
+            boot.contains(&"start4.elf")
+                && boot.contains(&"fixup4.dat")
+                && boot.contains(&"bcm2711-rpi-4-b.dtb")
+        ),
         "rpi3" => {
             assert!(sel.contains(&"bootcode.bin"), "{sel:?}");
-            assert!(boot.contains(&"start.elf") && boot.contains(&"fixup.dat") && boot.contains(&"bcm2837-rpi-3-b.dtb"));
+            assert!(
+                boot.contains(&"start.elf")
+                    && boot.contains(&"fixup.dat")
+                    && boot.contains(&"bcm2837-rpi-3-b.dtb")
+            );
         }
         "bbb" => {
-            assert!(sel.contains(&"MLO") && sel.contains(&"u-boot.img"), "{sel:?}");
+            assert!(
+                sel.contains(&"MLO") && sel.contains(&"u-boot.img"),
+                "{sel:?}"
+            );
             assert!(boot.contains(&"am335x-boneblack.dtb"), "{boot:?}");
         }
         _ => {}
     }
-    assert!(card.cmdline.contains("keel.slot=a"), "{board}: {}", card.cmdline);
-    assert!(card.cmdline.contains(&format!("keel.root=PARTUUID={}", card.table.partuuid(5))), "{}", card.cmdline);
+    assert!(
+        card.cmdline.contains("keel.slot=a"),
+        "{board}: {}",
+        card.cmdline
+    );
+    assert!(
+        card.cmdline
+            .contains(&format!("keel.root=PARTUUID={}", card.table.partuuid(5))),
+        "{}",
+        card.cmdline
+    );
 
     // Slot A's root filesystem: our init, for this board's architecture.
     let want = match cfg.arch {
@@ -84,8 +147,15 @@ fn check_board(board: &str) {
         assert!(info.static_linked, "{board}: {path} must be static");
     }
     let init_in_initramfs = &card.initramfs.get("init").unwrap().kind;
-    assert_eq!(init_in_initramfs, &card.rootfs.get("sbin/init").unwrap().kind, "{board}: one init for both stages");
-    assert!(card.rootfs.get("etc/hostname").is_some(), "{board}: rootfs-overlay is copied");
+    assert_eq!(
+        init_in_initramfs,
+        &card.rootfs.get("sbin/init").unwrap().kind,
+        "{board}: one init for both stages"
+    );
+    assert!(
+        card.rootfs.get("etc/hostname").is_some(),
+        "{board}: rootfs-overlay is copied"
+    );
     assert!(card.rootfs.get("data").is_some() && card.rootfs.get("proc").is_some());
 
     // Modules: the initramfs has the closure of what reaches root; the rootfs
@@ -96,7 +166,10 @@ fn check_board(board: &str) {
     let early = index.closure(&cfg.kernel.initramfs_modules).unwrap();
     let early_names: Vec<String> = early.iter().map(|m| m.name.clone()).collect();
     for m in &early_names {
-        assert!(card.initramfs.get(&format!("lib/modules/{m}.ko")).is_some(), "{board}: initramfs lacks {m}");
+        assert!(
+            card.initramfs.get(&format!("lib/modules/{m}.ko")).is_some(),
+            "{board}: initramfs lacks {m}"
+        );
     }
     let late: Vec<String> = index
         .closure(&cfg.kernel.rootfs_modules)
@@ -116,19 +189,39 @@ fn check_board(board: &str) {
 
     // The build's own boot check agrees, and the side files are right.
     let findings = check_card(&img, &cfg, &early_names);
-    assert!(findings.problems.is_empty(), "{board}: {:?}", findings.problems);
-    let bmap = image::bmap::Bmap::parse(&std::fs::read_to_string(dir.join("sdcard.img.bmap")).unwrap()).unwrap();
+    assert!(
+        findings.problems.is_empty(),
+        "{board}: {:?}",
+        findings.problems
+    );
+    let bmap =
+        image::bmap::Bmap::parse(&std::fs::read_to_string(dir.join("sdcard.img.bmap")).unwrap())
+            .unwrap();
     bmap.verify(&img).unwrap();
-    let sums = Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&dir).output().unwrap();
-    assert!(sums.status.success(), "{board}: {}", String::from_utf8_lossy(&sums.stdout));
+    let sums = Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{board}: {}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
 }
 
 /// Where the build unpacked the board's kernel package (from its lock file).
 fn kernel_package_root(board: &str) -> std::path::PathBuf {
     let cfg = board_config(board);
-    let lock = image::lock::LockFile::load(&root().join("board-configs").join(format!("{board}.lock"))).unwrap().unwrap();
+    let lock =
+        image::lock::LockFile::load(&root().join("board-configs").join(format!("{board}.lock")))
+            .unwrap()
+            .unwrap();
     let sha = &lock.get(&cfg.kernel.package).unwrap().sha256;
-    image::artifacts::cache_dir().join("unpacked").join(&sha[..24])
+    image::artifacts::cache_dir()
+        .join("unpacked")
+        .join(&sha[..24])
 }
 
 #[test]
@@ -162,14 +255,30 @@ fn rebuilds_are_reproducible_and_reuse_work() {
     let _guard = lock_builds();
     let again = xtask(&["build", "--board", "qemu-aarch64"]);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("is up to date"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is up to date"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     // A from-scratch assembly elsewhere is byte-identical.
     let other = tempfile::tempdir().unwrap();
-    let out = xtask(&["build", "--board", "qemu-aarch64", "--force", "--out", other.path().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = xtask(&[
+        "build",
+        "--board",
+        "qemu-aarch64",
+        "--force",
+        "--out",
+        other.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for name in ["sdcard.img", "sdcard.img.bmap", "SHA256SUMS"] {
         assert!(
-            std::fs::read(dir.join(name)).unwrap() == std::fs::read(other.path().join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap()
+                == std::fs::read(other.path().join(name)).unwrap(),
             "{name} differs between two builds of the same inputs"
         );
     }
@@ -180,7 +289,11 @@ fn unknown_board_lists_known_boards() {
     let out = xtask(&["build", "--board", "rpi5"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown board 'rpi5'") && err.contains("bbb, qemu-aarch64, qemu-armv7, rpi3, rpi4"), "{err}");
+    assert!(
+        err.contains("unknown board 'rpi5'")
+            && err.contains("bbb, qemu-aarch64, qemu-armv7, rpi3, rpi4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -202,10 +315,15 @@ fn interrupted_build_keeps_the_previous_image() {
     }
     assert!(tmp.exists(), "the build never started writing its image");
     // Kill the whole process group (cargo run and xtask under it).
-    let _ = Command::new("pkill").args(["-KILL", "-f", "xtask build --board qemu-armv7 --force"]).status();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", "xtask build --board qemu-armv7 --force"])
+        .status();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(std::fs::read(&img).unwrap() == before, "sdcard.img changed after an interrupted build");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "sdcard.img changed after an interrupted build"
+    );
     // The next build recovers.
     drop(_guard);
     build("qemu-armv7");
@@ -219,7 +337,9 @@ fn corrupted_cached_download_is_fetched_again() {
     let cache = tempfile::tempdir().unwrap();
     let debs = cache.path().join("debs");
     std::fs::create_dir_all(&debs).unwrap();
-    let lock = image::lock::LockFile::load(&root().join("board-configs/qemu-aarch64.lock")).unwrap().unwrap();
+    let lock = image::lock::LockFile::load(&root().join("board-configs/qemu-aarch64.lock"))
+        .unwrap()
+        .unwrap();
     let mut corrupted = None;
     for p in &lock.packages {
         let name = Path::new(&p.filename).file_name().unwrap().to_owned();
@@ -235,13 +355,23 @@ fn corrupted_cached_download_is_fetched_again() {
         }
     }
     let out_dir = tempfile::tempdir().unwrap();
-    let out = xtask_command(&["build", "--board", "qemu-aarch64", "--locked", "--out", out_dir.path().to_str().unwrap()])
-        .env("KEEL_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let out = xtask_command(&[
+        "build",
+        "--board",
+        "qemu-aarch64",
+        "--locked",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ])
+    .env("KEEL_CACHE_DIR", cache.path())
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("does not match its pinned sha256; fetching it again"), "{err}");
+    assert!(
+        err.contains("does not match its pinned sha256; fetching it again"),
+        "{err}"
+    );
     let fixed = image::artifacts::sha256_file(&corrupted.unwrap()).unwrap();
     assert_eq!(fixed, lock.get("u-boot-qemu").unwrap().sha256);
 }
@@ -249,11 +379,25 @@ fn corrupted_cached_download_is_fetched_again() {
 #[test]
 fn locked_refuses_a_lock_it_cannot_honour() {
     let boards = tempfile::tempdir().unwrap();
-    std::fs::copy(root().join("board-configs/qemu-aarch64.toml"), boards.path().join("qemu-aarch64.toml")).unwrap();
+    std::fs::copy(
+        root().join("board-configs/qemu-aarch64.toml"),
+        boards.path().join("qemu-aarch64.toml"),
+    )
+    .unwrap();
     // No lock at all: --locked must not invent one.
-    let out = xtask(&["build", "--board", "qemu-aarch64", "--locked", "--board-dir", boards.path().to_str().unwrap()]);
+    let out = xtask(&[
+        "build",
+        "--board",
+        "qemu-aarch64",
+        "--locked",
+        "--board-dir",
+        boards.path().to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--locked") && err.contains("no entry"), "{err}");
+    assert!(
+        err.contains("--locked") && err.contains("no entry"),
+        "{err}"
+    );
     assert!(!boards.path().join("qemu-aarch64.lock").exists());
 }

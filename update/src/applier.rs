@@ -28,7 +28,12 @@ pub enum ApplyError {
     #[error("the bundle has no '{0}' payload")]
     MissingPayload(String),
     #[error("payload '{name}' is {size} bytes but partition {partition} holds {room}")]
-    TooBig { name: String, size: u64, partition: u8, room: u64 },
+    TooBig {
+        name: String,
+        size: u64,
+        partition: u8,
+        room: u64,
+    },
     #[error("partition {partition} does not read back what was written (chunk {chunk}); the card may be failing")]
     Readback { partition: u8, chunk: usize },
 }
@@ -66,10 +71,16 @@ fn destination(name: &str, target: Slot) -> Result<Option<u8>, ApplyError> {
 fn check_manifest(m: &Manifest, opts: &ApplyOptions) -> Result<(), ApplyError> {
     use std::cmp::Ordering::Less;
     if bundle::version::compare(opts.running_version, &m.min_version) == Less {
-        return Err(ApplyError::TooOld { running: opts.running_version.into(), min: m.min_version.clone() });
+        return Err(ApplyError::TooOld {
+            running: opts.running_version.into(),
+            min: m.min_version.clone(),
+        });
     }
     if !opts.allow_downgrade && bundle::version::compare(&m.version, opts.running_version) == Less {
-        return Err(ApplyError::Downgrade { bundle: m.version.clone(), running: opts.running_version.into() });
+        return Err(ApplyError::Downgrade {
+            bundle: m.version.clone(),
+            running: opts.running_version.into(),
+        });
     }
     let target = opts.booted.other();
     for needed in ["rootfs".to_string(), format!("boot-{}", target.letter())] {
@@ -116,7 +127,12 @@ pub fn apply<R: Read>(
         if let Some(part) = destination(&p.name, target)? {
             let (_, room) = card.span(part)?;
             if p.size > room {
-                return Err(ApplyError::TooBig { name: p.name.clone(), size: p.size, partition: part, room });
+                return Err(ApplyError::TooBig {
+                    name: p.name.clone(),
+                    size: p.size,
+                    partition: part,
+                    room,
+                });
             }
             plan.push((part, p.clone()));
         }
@@ -147,7 +163,10 @@ pub fn apply<R: Read>(
             buf.resize(n, 0);
             card.read_at(*part, offset, &mut buf)?;
             if <[u8; 32]>::from(Sha256::digest(&buf)) != chunk.sha256 {
-                return Err(ApplyError::Readback { partition: *part, chunk: i });
+                return Err(ApplyError::Readback {
+                    partition: *part,
+                    chunk: i,
+                });
             }
             offset += n as u64;
         }

@@ -11,9 +11,15 @@ use image::mbr::{PartitionTable, SECTOR};
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
     #[error("cannot open {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Table { path: PathBuf, source: image::mbr::MbrError },
+    Table {
+        path: PathBuf,
+        source: image::mbr::MbrError,
+    },
     #[error("{path} has no partition {number}; is this a Keel card?")]
     NoPartition { path: PathBuf, number: u8 },
     #[error("partition {number}: {detail}")]
@@ -36,10 +42,20 @@ impl Card {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| CardError::Open { path: path.to_owned(), source })?;
-        let table =
-            PartitionTable::read_from(&mut file).map_err(|source| CardError::Table { path: path.to_owned(), source })?;
-        Ok(Card { path: path.to_owned(), file, table, write_budget: None })
+            .map_err(|source| CardError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let table = PartitionTable::read_from(&mut file).map_err(|source| CardError::Table {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Card {
+            path: path.to_owned(),
+            file,
+            table,
+            write_budget: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -55,7 +71,10 @@ impl Card {
         let p = self
             .table
             .get(number)
-            .ok_or_else(|| CardError::NoPartition { path: self.path.clone(), number })?;
+            .ok_or_else(|| CardError::NoPartition {
+                path: self.path.clone(),
+                number,
+            })?;
         Ok((p.start_lba * SECTOR, p.sectors * SECTOR))
     }
 
@@ -64,7 +83,9 @@ impl Card {
         let (start, len) = self.span(number)?;
         check_range(number, offset, buf.len() as u64, len)?;
         let io = |source| CardError::Io { number, source };
-        self.file.seek(SeekFrom::Start(start + offset)).map_err(io)?;
+        self.file
+            .seek(SeekFrom::Start(start + offset))
+            .map_err(io)?;
         self.file.read_exact(buf).map_err(io)
     }
 
@@ -80,12 +101,17 @@ impl Card {
         check_range(number, offset, buf.len() as u64, len)?;
         if let Some(left) = self.write_budget.as_mut() {
             if *left == 0 {
-                return Err(CardError::Io { number, source: std::io::Error::other("power cut (test)") });
+                return Err(CardError::Io {
+                    number,
+                    source: std::io::Error::other("power cut (test)"),
+                });
             }
             *left -= 1;
         }
         let io = |source| CardError::Io { number, source };
-        self.file.seek(SeekFrom::Start(start + offset)).map_err(io)?;
+        self.file
+            .seek(SeekFrom::Start(start + offset))
+            .map_err(io)?;
         self.file.write_all(buf).map_err(io)
     }
 
@@ -104,7 +130,10 @@ impl Card {
         self.check_gap(offset, buf.len() as u64)?;
         if let Some(left) = self.write_budget.as_mut() {
             if *left == 0 {
-                return Err(CardError::Io { number: 0, source: std::io::Error::other("power cut (test)") });
+                return Err(CardError::Io {
+                    number: 0,
+                    source: std::io::Error::other("power cut (test)"),
+                });
             }
             *left -= 1;
         }
@@ -114,11 +143,19 @@ impl Card {
     }
 
     fn check_gap(&self, offset: u64, n: u64) -> Result<(), CardError> {
-        let first = self.table.partitions.iter().map(|p| p.start_lba * SECTOR).min().unwrap_or(0);
+        let first = self
+            .table
+            .partitions
+            .iter()
+            .map(|p| p.start_lba * SECTOR)
+            .min()
+            .unwrap_or(0);
         if offset < SECTOR || offset + n > first {
             return Err(CardError::Format {
                 number: 0,
-                detail: format!("{n} bytes at {offset} are outside the gap before the first partition"),
+                detail: format!(
+                    "{n} bytes at {offset} are outside the gap before the first partition"
+                ),
             });
         }
         Ok(())
@@ -127,7 +164,9 @@ impl Card {
     /// Flushes written data to the medium: the ordering point every
     /// power-cut argument relies on.
     pub fn sync(&mut self) -> Result<(), CardError> {
-        self.file.sync_all().map_err(|source| CardError::Io { number: 0, source })
+        self.file
+            .sync_all()
+            .map_err(|source| CardError::Io { number: 0, source })
     }
 }
 

@@ -25,7 +25,10 @@ struct Geometry {
 }
 
 fn bad(number: u8, detail: &str) -> CardError {
-    CardError::Format { number, detail: format!("not a FAT filesystem I can read ({detail})") }
+    CardError::Format {
+        number,
+        detail: format!("not a FAT filesystem I can read ({detail})"),
+    }
 }
 
 fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
@@ -38,14 +41,25 @@ fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
     }
     let sector = u16_at(11);
     let per_cluster = bpb[13] as u64;
-    if !matches!(sector, 512 | 1024 | 2048 | 4096) || per_cluster == 0 || !per_cluster.is_power_of_two() {
+    if !matches!(sector, 512 | 1024 | 2048 | 4096)
+        || per_cluster == 0
+        || !per_cluster.is_power_of_two()
+    {
         return Err(bad(part, "bad sector or cluster size"));
     }
     let reserved = u16_at(14);
     let fats = bpb[16] as u64;
     let root_entries = u16_at(17);
-    let fat_sectors = if u16_at(22) != 0 { u16_at(22) } else { u32_at(36) };
-    let total = if u16_at(19) != 0 { u16_at(19) } else { u32_at(32) };
+    let fat_sectors = if u16_at(22) != 0 {
+        u16_at(22)
+    } else {
+        u32_at(36)
+    };
+    let total = if u16_at(19) != 0 {
+        u16_at(19)
+    } else {
+        u32_at(32)
+    };
     let root_sectors = (root_entries * 32).div_ceil(sector);
     let data_sector = reserved + fats * fat_sectors + root_sectors;
     if fats == 0 || fat_sectors == 0 || data_sector >= total {
@@ -81,11 +95,19 @@ fn next_cluster(card: &mut Card, part: u8, g: &Geometry, c: u32) -> Result<Optio
         let v = u16::from_le_bytes(b) as u32;
         (if c % 2 == 0 { v & 0xfff } else { v >> 4 }, 0xff8)
     };
-    Ok(if next >= end || next < 2 { None } else { Some(next) })
+    Ok(if next >= end || next < 2 {
+        None
+    } else {
+        Some(next)
+    })
 }
 
 /// Finds `short_name` (8.3, upper case, e.g. "AUTOBOOTTXT") in the root directory.
-pub fn find_root_file(card: &mut Card, part: u8, short_name: &[u8; 11]) -> Result<Option<FileSpot>, CardError> {
+pub fn find_root_file(
+    card: &mut Card,
+    part: u8,
+    short_name: &[u8; 11],
+) -> Result<Option<FileSpot>, CardError> {
     let g = geometry(card, part)?;
     let mut regions = Vec::new();
     if g.fat32 {
@@ -113,7 +135,11 @@ pub fn find_root_file(card: &mut Card, part: u8, short_name: &[u8; 11]) -> Resul
                 if e[0] == 0xe5 || attr == 0x0f || attr & 0x18 != 0 || &e[..11] != short_name {
                     continue;
                 }
-                let hi = if g.fat32 { u16::from_le_bytes([e[20], e[21]]) as u32 } else { 0 };
+                let hi = if g.fat32 {
+                    u16::from_le_bytes([e[20], e[21]]) as u32
+                } else {
+                    0
+                };
                 let cluster = (hi << 16) | u16::from_le_bytes([e[26], e[27]]) as u32;
                 let size = u32::from_le_bytes([e[28], e[29], e[30], e[31]]) as u64;
                 if cluster < 2 {
@@ -132,11 +158,20 @@ pub fn find_root_file(card: &mut Card, part: u8, short_name: &[u8; 11]) -> Resul
 
 /// Replaces a small file's contents with `data` of exactly the same length,
 /// rewriting the one sector that holds it.
-pub fn rewrite_in_place(card: &mut Card, part: u8, spot: FileSpot, data: &[u8]) -> Result<(), CardError> {
+pub fn rewrite_in_place(
+    card: &mut Card,
+    part: u8,
+    spot: FileSpot,
+    data: &[u8],
+) -> Result<(), CardError> {
     if data.len() as u64 != spot.size || spot.size > 512 {
         return Err(CardError::Format {
             number: part,
-            detail: format!("in-place rewrite needs {} bytes within one sector, got {}", spot.size, data.len()),
+            detail: format!(
+                "in-place rewrite needs {} bytes within one sector, got {}",
+                spot.size,
+                data.len()
+            ),
         });
     }
     let mut sector = [0u8; 512];

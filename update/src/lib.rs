@@ -9,6 +9,6 @@ pub mod state;
 pub mod tryboot;
 pub mod uboot;
 
-pub use applier::{apply, ApplyError, ApplyOptions, Applied};
+pub use applier::{apply, Applied, ApplyError, ApplyOptions};
 pub use card::{Card, CardError};
 pub use state::{BootFlow, BootState, Slot, StateError};

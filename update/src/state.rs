@@ -64,7 +64,11 @@ pub struct BootState {
 
 impl Default for BootState {
     fn default() -> Self {
-        BootState { active: Slot::A, trial: None, tries: 0 }
+        BootState {
+            active: Slot::A,
+            trial: None,
+            tries: 0,
+        }
     }
 }
 
@@ -82,29 +86,59 @@ impl BootState {
         if slot == self.active {
             return Err(StateError::TrialOfActive(slot.letter()));
         }
-        Ok(BootState { active: self.active, trial: Some(slot), tries: 0 })
+        Ok(BootState {
+            active: self.active,
+            trial: Some(slot),
+            tries: 0,
+        })
     }
 
     /// The running slot passed its health check: make it the default.
     pub fn confirm(&self, booted: Slot) -> BootState {
-        BootState { active: booted, trial: None, tries: 0 }
+        BootState {
+            active: booted,
+            trial: None,
+            tries: 0,
+        }
     }
 
     /// By hand: cancel a pending trial, or switch back to the other slot.
     pub fn revert(&self, booted: Slot) -> Result<BootState, StateError> {
         if self.trial.is_some() || self.on_trial(booted) {
-            return Ok(BootState { active: self.active, trial: None, tries: 0 });
+            return Ok(BootState {
+                active: self.active,
+                trial: None,
+                tries: 0,
+            });
         }
         let _ = booted;
-        Ok(BootState { active: self.active.other(), trial: None, tries: 0 })
+        Ok(BootState {
+            active: self.active.other(),
+            trial: None,
+            tries: 0,
+        })
     }
 
     /// What the U-Boot script does at power-on: returns the slot to boot
     /// and the state it persists first (a model of the script, for tests).
     pub fn boot(&self, max_tries: u32) -> (Slot, BootState) {
         match self.trial {
-            Some(t) if self.tries < max_tries => (t, BootState { tries: self.tries + 1, ..*self }),
-            Some(_) => (self.active, BootState { trial: None, tries: 0, ..*self }),
+            Some(t) if self.tries < max_tries => (
+                t,
+                BootState {
+                    tries: self.tries + 1,
+                    ..*self
+                },
+            ),
+            // Gave up: tries = max + 1 tells the agent the trial was abandoned.
+            Some(_) => (
+                self.active,
+                BootState {
+                    trial: None,
+                    tries: max_tries + 1,
+                    ..*self
+                },
+            ),
             None => (self.active, *self),
         }
     }
@@ -136,7 +170,14 @@ mod tests {
         assert!(t.on_trial(Slot::B));
         assert_eq!(t.set_trial(Slot::B, Slot::A), Err(StateError::OnTrial('b')));
         let c = t.confirm(Slot::B);
-        assert_eq!(c, BootState { active: Slot::B, trial: None, tries: 0 });
+        assert_eq!(
+            c,
+            BootState {
+                active: Slot::B,
+                trial: None,
+                tries: 0
+            }
+        );
     }
 
     #[test]
@@ -149,15 +190,29 @@ mod tests {
             s = next;
         }
         assert_eq!(booted, [Slot::B, Slot::B, Slot::B, Slot::A, Slot::A]);
-        assert_eq!(s, BootState::default());
+        assert_eq!(
+            s,
+            BootState {
+                active: Slot::A,
+                trial: None,
+                tries: 4
+            }
+        );
     }
 
     #[test]
     fn revert_cancels_trial_or_switches_back() {
         let s = BootState::default().set_trial(Slot::A, Slot::B).unwrap();
         assert_eq!(s.revert(Slot::A).unwrap(), BootState::default());
-        let confirmed = BootState { active: Slot::B, trial: None, tries: 0 };
+        let confirmed = BootState {
+            active: Slot::B,
+            trial: None,
+            tries: 0,
+        };
         assert_eq!(confirmed.revert(Slot::B).unwrap().active, Slot::A);
-        assert_eq!(BootState::default().set_trial(Slot::A, Slot::A), Err(StateError::TrialOfActive('a')));
+        assert_eq!(
+            BootState::default().set_trial(Slot::A, Slot::A),
+            Err(StateError::TrialOfActive('a'))
+        );
     }
 }

@@ -21,7 +21,10 @@ impl Tryboot {
             detail: "no autoboot.txt: this card was not built for a tryboot board".into(),
         })?;
         if spot.size > 512 {
-            return Err(CardError::Format { number: SELECTOR, detail: "autoboot.txt is larger than one sector".into() });
+            return Err(CardError::Format {
+                number: SELECTOR,
+                detail: "autoboot.txt is larger than one sector".into(),
+            });
         }
         let mut buf = vec![0u8; spot.size as usize];
         card.read_at(SELECTOR, spot.offset, &mut buf)?;
@@ -42,14 +45,21 @@ impl BootFlow for Tryboot {
                 })
             }
         };
-        Ok(BootState { active, trial: None, tries: 0 })
+        Ok(BootState {
+            active,
+            trial: None,
+            tries: 0,
+        })
     }
 
     /// Only the default slot is persisted. The rewrite keeps the file's
     /// length, so it is a single-sector write: old or new, never a mix.
     fn write(&self, card: &mut Card, state: &BootState) -> Result<(), CardError> {
         let (spot, old) = Self::read_text(card)?;
-        let text = autoboot_txt(state.active.boot_partition(), state.active.other().boot_partition());
+        let text = autoboot_txt(
+            state.active.boot_partition(),
+            state.active.other().boot_partition(),
+        );
         if text == old {
             return Ok(());
         }

@@ -13,25 +13,78 @@ use update::{apply, ApplyError, ApplyOptions, BootFlow, BootState, Card, Slot};
 const MIB: u64 = 2048; // sectors
 
 fn run(cmd: &mut Command, package: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}; install Debian package {package}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}; install Debian package {package}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A small card with the Keel layout and a Pi-style partition 1.
 fn make_card(dir: &Path) -> PathBuf {
     let path = dir.join("card.img");
     let parts = vec![
-        Partition { number: 1, start_lba: 4 * MIB, sectors: 40 * MIB, kind: KIND_FAT32_LBA, bootable: true },
-        Partition { number: 2, start_lba: 44 * MIB, sectors: 4 * MIB, kind: KIND_FAT32_LBA, bootable: false },
-        Partition { number: 3, start_lba: 48 * MIB, sectors: 4 * MIB, kind: KIND_FAT32_LBA, bootable: false },
-        Partition { number: 4, start_lba: 52 * MIB, sectors: 24 * MIB, kind: KIND_EXTENDED_LBA, bootable: false },
-        Partition { number: 5, start_lba: 56 * MIB, sectors: 4 * MIB, kind: KIND_LINUX, bootable: false },
-        Partition { number: 6, start_lba: 64 * MIB, sectors: 4 * MIB, kind: KIND_LINUX, bootable: false },
-        Partition { number: 7, start_lba: 72 * MIB, sectors: 4 * MIB, kind: KIND_LINUX, bootable: false },
+        Partition {
+            number: 1,
+            start_lba: 4 * MIB,
+            sectors: 40 * MIB,
+            kind: KIND_FAT32_LBA,
+            bootable: true,
+        },
+        Partition {
+            number: 2,
+            start_lba: 44 * MIB,
+            sectors: 4 * MIB,
+            kind: KIND_FAT32_LBA,
+            bootable: false,
+        },
+        Partition {
+            number: 3,
+            start_lba: 48 * MIB,
+            sectors: 4 * MIB,
+            kind: KIND_FAT32_LBA,
+            bootable: false,
+        },
+        Partition {
+            number: 4,
+            start_lba: 52 * MIB,
+            sectors: 24 * MIB,
+            kind: KIND_EXTENDED_LBA,
+            bootable: false,
+        },
+        Partition {
+            number: 5,
+            start_lba: 56 * MIB,
+            sectors: 4 * MIB,
+            kind: KIND_LINUX,
+            bootable: false,
+        },
+        Partition {
+            number: 6,
+            start_lba: 64 * MIB,
+            sectors: 4 * MIB,
+            kind: KIND_LINUX,
+            bootable: false,
+        },
+        Partition {
+            number: 7,
+            start_lba: 72 * MIB,
+            sectors: 4 * MIB,
+            kind: KIND_LINUX,
+            bootable: false,
+        },
     ];
     let mut f = std::fs::File::create(&path).unwrap();
     f.set_len(76 * MIB * 512).unwrap();
-    PartitionTable { disk_id: 0x1234_5678, partitions: parts }.write_to(&mut f).unwrap();
+    PartitionTable {
+        disk_id: 0x1234_5678,
+        partitions: parts,
+    }
+    .write_to(&mut f)
+    .unwrap();
     drop(f);
     // Slot A holds the running system: fill it so changes are visible.
     let mut card = Card::open(&path).unwrap();
@@ -39,15 +92,30 @@ fn make_card(dir: &Path) -> PathBuf {
     card.write_at(5, 0, &vec![0x55; 4 << 20]).unwrap();
     drop(card);
     let off = (4 * MIB * 512).to_string();
-    run(Command::new("mkfs.vfat").args(["-F", "32", "-s", "1", "--offset", &(4 * MIB).to_string()]).arg(&path).arg((40 * MIB / 2).to_string()), "dosfstools");
+    run(
+        Command::new("mkfs.vfat")
+            .args(["-F", "32", "-s", "1", "--offset", &(4 * MIB).to_string()])
+            .arg(&path)
+            .arg((40 * MIB / 2).to_string()),
+        "dosfstools",
+    );
     let txt = dir.join("autoboot.txt");
     std::fs::write(&txt, image::tryboot::autoboot_txt(2, 3)).unwrap();
-    run(Command::new("mcopy").arg("-i").arg(format!("{}@@{off}", path.display())).arg(&txt).arg("::/autoboot.txt"), "mtools");
+    run(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(format!("{}@@{off}", path.display()))
+            .arg(&txt)
+            .arg("::/autoboot.txt"),
+        "mtools",
+    );
     path
 }
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(seed).wrapping_add((i >> 12) as u8)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add((i >> 12) as u8))
+        .collect()
 }
 
 struct Fixture {
@@ -61,7 +129,13 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let card = make_card(dir.path());
-    Fixture { card, _dir: dir, key: SigningKey::from_bytes(&[7; 32]), boot_b: payload(3 << 20, 3), rootfs: payload((3 << 20) + 123, 5) }
+    Fixture {
+        card,
+        _dir: dir,
+        key: SigningKey::from_bytes(&[7; 32]),
+        boot_b: payload(3 << 20, 3),
+        rootfs: payload((3 << 20) + 123, 5),
+    }
 }
 
 impl Fixture {
@@ -81,9 +155,21 @@ impl Fixture {
             &mut out,
             &header,
             &mut [
-                PayloadSource { name: "boot-a", data: &mut a, compression: Compression::Deflate },
-                PayloadSource { name: "boot-b", data: &mut b, compression: Compression::Deflate },
-                PayloadSource { name: "rootfs", data: &mut r, compression: Compression::Deflate },
+                PayloadSource {
+                    name: "boot-a",
+                    data: &mut a,
+                    compression: Compression::Deflate,
+                },
+                PayloadSource {
+                    name: "boot-b",
+                    data: &mut b,
+                    compression: Compression::Deflate,
+                },
+                PayloadSource {
+                    name: "rootfs",
+                    data: &mut r,
+                    compression: Compression::Deflate,
+                },
             ],
             &[key],
         )
@@ -96,9 +182,20 @@ impl Fixture {
     }
 }
 
-fn apply_bytes(card_path: &Path, bundle: &[u8], trusted: &[ed25519_dalek::VerifyingKey], booted: Slot) -> Result<update::Applied, ApplyError> {
+fn apply_bytes(
+    card_path: &Path,
+    bundle: &[u8],
+    trusted: &[ed25519_dalek::VerifyingKey],
+    booted: Slot,
+) -> Result<update::Applied, ApplyError> {
     let mut card = Card::open(card_path).unwrap();
-    let opts = ApplyOptions { board: "rpi4", running_version: "0.1.0", booted, trusted, allow_downgrade: false };
+    let opts = ApplyOptions {
+        board: "rpi4",
+        running_version: "0.1.0",
+        booted,
+        trusted,
+        allow_downgrade: false,
+    };
     apply(bundle, &mut card, &Tryboot, &opts)
 }
 
@@ -113,13 +210,29 @@ fn read_part(card: &Path, part: u8, len: usize) -> Vec<u8> {
 fn apply_writes_only_the_inactive_slot_then_confirm_rewrites_autoboot() {
     let fx = fixture();
     let (trusted, _) = fx.opts();
-    let before_a = (read_part(&fx.card, 2, 4 << 20), read_part(&fx.card, 5, 4 << 20));
-    let applied = apply_bytes(&fx.card, &fx.bundle("rpi4", "0.2.0", &fx.key), &trusted, Slot::A).unwrap();
+    let before_a = (
+        read_part(&fx.card, 2, 4 << 20),
+        read_part(&fx.card, 5, 4 << 20),
+    );
+    let applied = apply_bytes(
+        &fx.card,
+        &fx.bundle("rpi4", "0.2.0", &fx.key),
+        &trusted,
+        Slot::A,
+    )
+    .unwrap();
     assert_eq!(applied.slot, Slot::B);
     assert_eq!(applied.reboot_arg, Some("0 tryboot"));
     assert_eq!(read_part(&fx.card, 3, fx.boot_b.len()), fx.boot_b);
     assert_eq!(read_part(&fx.card, 6, fx.rootfs.len()), fx.rootfs);
-    assert_eq!((read_part(&fx.card, 2, 4 << 20), read_part(&fx.card, 5, 4 << 20)), before_a, "slot A untouched");
+    assert_eq!(
+        (
+            read_part(&fx.card, 2, 4 << 20),
+            read_part(&fx.card, 5, 4 << 20)
+        ),
+        before_a,
+        "slot A untouched"
+    );
     // A trial on the Pi is the one-shot reboot argument: autoboot.txt still says A.
     let mut card = Card::open(&fx.card).unwrap();
     assert_eq!(Tryboot.read(&mut card).unwrap(), BootState::default());
@@ -131,8 +244,14 @@ fn apply_writes_only_the_inactive_slot_then_confirm_rewrites_autoboot() {
     drop(card);
     // An independent FAT reader agrees and the filesystem is clean.
     let off = format!("{}@@{}", fx.card.display(), 4 * MIB * 512);
-    let out = Command::new("mtype").args(["-i", &off, "::/autoboot.txt"]).output().expect("mtools");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), image::tryboot::autoboot_txt(3, 2));
+    let out = Command::new("mtype")
+        .args(["-i", &off, "::/autoboot.txt"])
+        .output()
+        .expect("mtools");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        image::tryboot::autoboot_txt(3, 2)
+    );
 }
 
 #[test]
@@ -149,24 +268,57 @@ fn bad_bundles_change_nothing() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("tampered payload byte", tampered, "tampered"),
         ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
-        ("wrong board", fx.bundle("bbb", "0.2.0", &fx.key), "board 'bbb'"),
-        ("unknown key", fx.bundle("rpi4", "0.2.0", &other_key), "trusted key"),
+        (
+            "wrong board",
+            fx.bundle("bbb", "0.2.0", &fx.key),
+            "board 'bbb'",
+        ),
+        (
+            "unknown key",
+            fx.bundle("rpi4", "0.2.0", &other_key),
+            "trusted key",
+        ),
         ("trailing bytes", trailing, "after its last payload"),
-        ("downgrade", fx.bundle("rpi4", "0.0.9", &fx.key), "older than the running"),
+        (
+            "downgrade",
+            fx.bundle("rpi4", "0.0.9", &fx.key),
+            "older than the running",
+        ),
     ];
     for (what, bytes, needle) in cases {
         let pristine = std::fs::read(&fx.card).unwrap();
         // Verified first (as the tools do for files): not one byte is written.
-        let opts = ApplyOptions { board: "rpi4", running_version: "0.1.0", booted: Slot::A, trusted: &trusted, allow_downgrade: false };
-        let err = update::applier::verify(&bytes[..], &opts).unwrap_err().to_string();
+        let opts = ApplyOptions {
+            board: "rpi4",
+            running_version: "0.1.0",
+            booted: Slot::A,
+            trusted: &trusted,
+            allow_downgrade: false,
+        };
+        let err = update::applier::verify(&bytes[..], &opts)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(needle), "{what}: {err}");
-        assert!(std::fs::read(&fx.card).unwrap() == pristine, "{what}: card changed");
+        assert!(
+            std::fs::read(&fx.card).unwrap() == pristine,
+            "{what}: card changed"
+        );
         // Streamed straight into apply: the boot state and slot A stay as they were.
-        let err = apply_bytes(&fx.card, &bytes, &trusted, Slot::A).unwrap_err().to_string();
+        let err = apply_bytes(&fx.card, &bytes, &trusted, Slot::A)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(needle), "{what}: {err}");
         let mut card = Card::open(&fx.card).unwrap();
-        assert_eq!(Tryboot.read(&mut card).unwrap(), BootState::default(), "{what}");
-        assert_eq!(read_part(&fx.card, 5, 4 << 20), vec![0x55; 4 << 20], "{what}: slot A changed");
+        assert_eq!(
+            Tryboot.read(&mut card).unwrap(),
+            BootState::default(),
+            "{what}"
+        );
+        assert_eq!(
+            read_part(&fx.card, 5, 4 << 20),
+            vec![0x55; 4 << 20],
+            "{what}: slot A changed"
+        );
     }
 }
 
@@ -174,7 +326,13 @@ fn bad_bundles_change_nothing() {
 fn refuses_to_update_while_on_trial() {
     let fx = fixture();
     let (trusted, _) = fx.opts();
-    let err = apply_bytes(&fx.card, &fx.bundle("rpi4", "0.2.0", &fx.key), &trusted, Slot::B).unwrap_err();
+    let err = apply_bytes(
+        &fx.card,
+        &fx.bundle("rpi4", "0.2.0", &fx.key),
+        &trusted,
+        Slot::B,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("on trial"), "{err}");
 }
 
@@ -186,7 +344,13 @@ fn power_cut_at_any_write_leaves_slot_a_booting() {
     for budget in 0..12 {
         let mut card = Card::open(&fx.card).unwrap();
         card.cut_power_after(budget);
-        let opts = ApplyOptions { board: "rpi4", running_version: "0.1.0", booted: Slot::A, trusted: &trusted, allow_downgrade: false };
+        let opts = ApplyOptions {
+            board: "rpi4",
+            running_version: "0.1.0",
+            booted: Slot::A,
+            trusted: &trusted,
+            allow_downgrade: false,
+        };
         let result = apply(&bundle[..], &mut card, &Tryboot, &opts);
         drop(card);
         let mut card = Card::open(&fx.card).unwrap();

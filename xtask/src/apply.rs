@@ -38,8 +38,12 @@ fn slot_keys(card: &Card, slot: Slot) -> Result<Vec<ed25519_dalek::VerifyingKey>
     let tree = image::squashfs::read(part)?;
     let mut keys = Vec::new();
     for (path, node) in tree.iter() {
-        if let (Some(_), image::fstree::NodeKind::File(d)) = (path.strip_prefix("etc/keel/trusted-keys/"), &node.kind) {
-            keys.push(bundle::keys::verifying_key_from_text(&String::from_utf8_lossy(d))?);
+        if let (Some(_), image::fstree::NodeKind::File(d)) =
+            (path.strip_prefix("etc/keel/trusted-keys/"), &node.kind)
+        {
+            keys.push(bundle::keys::verifying_key_from_text(
+                &String::from_utf8_lossy(d),
+            )?);
         }
     }
     Ok(keys)
@@ -52,10 +56,15 @@ pub fn boot_flow(card: &mut Card) -> Result<(Box<dyn BootFlow>, &'static str)> {
             return match crate::inspect::field(&rel, "boot_backend") {
                 Some("tryboot") => Ok((Box::new(update::tryboot::Tryboot), "tryboot")),
                 Some("uboot") => {
-                    let tries = crate::inspect::field(&rel, "max_tries").and_then(|t| t.parse().ok()).unwrap_or(3);
+                    let tries = crate::inspect::field(&rel, "max_tries")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(3);
                     Ok((Box::new(update::uboot::Uboot { max_tries: tries }), "uboot"))
                 }
-                other => bail!("slot {} names an unknown boot backend {other:?}", slot.letter()),
+                other => bail!(
+                    "slot {} names an unknown boot backend {other:?}",
+                    slot.letter()
+                ),
             };
         }
     }
@@ -69,9 +78,14 @@ impl Apply {
         let state = flow.read(&mut card)?;
         // On the host the card "runs" its active slot.
         let booted = state.active;
-        let release = slot_release(&mut card, booted).context("the active slot holds no root filesystem")?;
-        let board = crate::inspect::field(&release, "board").context("release file names no board")?.to_string();
-        let running = crate::inspect::field(&release, "version").context("release file names no version")?.to_string();
+        let release =
+            slot_release(&mut card, booted).context("the active slot holds no root filesystem")?;
+        let board = crate::inspect::field(&release, "board")
+            .context("release file names no board")?
+            .to_string();
+        let running = crate::inspect::field(&release, "version")
+            .context("release file names no version")?
+            .to_string();
         let trusted = slot_keys(&card, booted)?;
         let opts = update::ApplyOptions {
             board: &board,
@@ -82,11 +96,13 @@ impl Apply {
         };
         let open = || -> Result<std::io::BufReader<std::fs::File>> {
             Ok(std::io::BufReader::new(
-                std::fs::File::open(&self.bundle).with_context(|| format!("opening {}", self.bundle.display()))?,
+                std::fs::File::open(&self.bundle)
+                    .with_context(|| format!("opening {}", self.bundle.display()))?,
             ))
         };
         // A file can be read twice: verify all of it before writing a byte.
-        update::applier::verify(open()?, &opts).with_context(|| format!("rejected {}", self.bundle.display()))?;
+        update::applier::verify(open()?, &opts)
+            .with_context(|| format!("rejected {}", self.bundle.display()))?;
         let applied = update::apply(open()?, &mut card, flow.as_ref(), &opts)
             .with_context(|| format!("applying {}", self.bundle.display()))?;
         println!(

@@ -57,9 +57,15 @@ impl Bench {
         rows.extend(self.apply(&built.dir, work.path())?);
         rows.extend(self.binary_sizes(&built.cfg)?);
 
-        println!("\n{:<44} {:>14} {:>14} {:>8}  target", "measure", "keel", "reference", "ratio");
+        println!(
+            "\n{:<44} {:>14} {:>14} {:>8}  target",
+            "measure", "keel", "reference", "ratio"
+        );
         for r in rows {
-            println!("{:<44} {:>14} {:>14} {:>8}  {}", r.what, r.ours, r.reference, r.ratio, r.target);
+            println!(
+                "{:<44} {:>14} {:>14} {:>8}  {}",
+                r.what, r.ours, r.reference, r.ratio, r.target
+            );
         }
         Ok(())
     }
@@ -87,7 +93,17 @@ impl Bench {
             let st = Command::new("mksquashfs")
                 .arg(&dir)
                 .arg(&reference_out)
-                .args(["-comp", "xz", "-b", "131072", "-noappend", "-all-root", "-quiet", "-processors", "1"])
+                .args([
+                    "-comp",
+                    "xz",
+                    "-b",
+                    "131072",
+                    "-noappend",
+                    "-all-root",
+                    "-quiet",
+                    "-processors",
+                    "1",
+                ])
                 .status()?;
             if !st.success() {
                 bail!("mksquashfs failed");
@@ -96,10 +112,17 @@ impl Bench {
         })?;
         let ref_size = std::fs::metadata(&reference_out)?.len();
         Ok(Row {
-            what: format!("squashfs rootfs ({} KiB vs {} KiB)", size / 1024, ref_size / 1024),
+            what: format!(
+                "squashfs rootfs ({} KiB vs {} KiB)",
+                size / 1024,
+                ref_size / 1024
+            ),
             ours: secs(ours),
             reference: format!("{} mksquashfs", secs(reference)),
-            ratio: format!("{:.2}", reference.as_secs_f64() / ours.as_secs_f64().max(1e-9)),
+            ratio: format!(
+                "{:.2}",
+                reference.as_secs_f64() / ours.as_secs_f64().max(1e-9)
+            ),
             target: "speed vs mksquashfs -processors 1",
         })
     }
@@ -112,14 +135,23 @@ impl Bench {
         let exe = std::env::current_exe()?;
         let bundle = dir.join("update.fw");
         let (ours, out) = time(|| {
-            Ok(Command::new(&exe).args(["apply", "--image"]).arg(&card).arg(&bundle).arg("--allow-downgrade").output()?)
+            Ok(Command::new(&exe)
+                .args(["apply", "--image"])
+                .arg(&card)
+                .arg(&bundle)
+                .arg("--allow-downgrade")
+                .output()?)
         })?;
         if !out.status.success() {
             bail!("apply failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let m = bundle::Manifest::parse(&manifest_text(&bundle)?)?;
-        let written: u64 =
-            m.payloads.iter().filter(|p| p.name != "boot-a").map(|p| p.size).sum();
+        let written: u64 = m
+            .payloads
+            .iter()
+            .filter(|p| p.name != "boot-a")
+            .map(|p| p.size)
+            .sum();
         let src = work.join("plain.bin");
         std::fs::write(&src, vec![0x5au8; written as usize])?;
         let dst = work.join("dd.img");
@@ -136,7 +168,10 @@ impl Bench {
         })?;
         let rate = |d: Duration| written as f64 / 1048576.0 / d.as_secs_f64().max(1e-9);
         let mut rows = vec![Row {
-            what: format!("apply update.fw ({:.0} MiB to the card)", written as f64 / 1048576.0),
+            what: format!(
+                "apply update.fw ({:.0} MiB to the card)",
+                written as f64 / 1048576.0
+            ),
             ours: format!("{:.0} MiB/s", rate(ours)),
             reference: format!("{:.0} MiB/s dd", rate(dd)),
             ratio: format!("{:.2}", rate(ours) / rate(dd)),
@@ -158,7 +193,10 @@ impl Bench {
                 .output()
                 .context("running the applier child")?;
             if !out.status.success() {
-                bail!("bench-apply {mode}: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "bench-apply {mode}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
         };
@@ -175,7 +213,9 @@ impl Bench {
     }
 
     fn binary_sizes(&self, cfg: &image::board::BoardConfig) -> Result<Vec<Row>> {
-        let dir = host::cargo_target_dir().join(cfg.arch.rust_target()).join("device");
+        let dir = host::cargo_target_dir()
+            .join(cfg.arch.rust_target())
+            .join("device");
         let mut rows = Vec::new();
         for bin in ["init", "agent"] {
             let len = std::fs::metadata(dir.join(bin))?.len();
@@ -207,16 +247,56 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
     let mib_s = 2048;
     let slot = mib + 8;
     let parts = vec![
-        Partition { number: 1, start_lba: 4 * mib_s, sectors: 4 * mib_s, kind: KIND_FAT32_LBA, bootable: true },
-        Partition { number: 2, start_lba: 8 * mib_s, sectors: 4 * mib_s, kind: KIND_FAT32_LBA, bootable: false },
-        Partition { number: 3, start_lba: 12 * mib_s, sectors: 4 * mib_s, kind: KIND_FAT32_LBA, bootable: false },
-        Partition { number: 4, start_lba: 16 * mib_s, sectors: (2 * slot + 8) * mib_s, kind: 0x0f, bootable: false },
-        Partition { number: 5, start_lba: 20 * mib_s, sectors: slot * mib_s, kind: KIND_LINUX, bootable: false },
-        Partition { number: 6, start_lba: (24 + slot) * mib_s, sectors: slot * mib_s, kind: KIND_LINUX, bootable: false },
+        Partition {
+            number: 1,
+            start_lba: 4 * mib_s,
+            sectors: 4 * mib_s,
+            kind: KIND_FAT32_LBA,
+            bootable: true,
+        },
+        Partition {
+            number: 2,
+            start_lba: 8 * mib_s,
+            sectors: 4 * mib_s,
+            kind: KIND_FAT32_LBA,
+            bootable: false,
+        },
+        Partition {
+            number: 3,
+            start_lba: 12 * mib_s,
+            sectors: 4 * mib_s,
+            kind: KIND_FAT32_LBA,
+            bootable: false,
+        },
+        Partition {
+            number: 4,
+            start_lba: 16 * mib_s,
+            sectors: (2 * slot + 8) * mib_s,
+            kind: 0x0f,
+            bootable: false,
+        },
+        Partition {
+            number: 5,
+            start_lba: 20 * mib_s,
+            sectors: slot * mib_s,
+            kind: KIND_LINUX,
+            bootable: false,
+        },
+        Partition {
+            number: 6,
+            start_lba: (24 + slot) * mib_s,
+            sectors: slot * mib_s,
+            kind: KIND_LINUX,
+            bootable: false,
+        },
     ];
     let mut f = std::fs::File::create(&card_path)?;
     f.set_len((24 + 2 * slot) * mib_s * 512)?;
-    PartitionTable { disk_id: 1, partitions: parts }.write_to(&mut f)?;
+    PartitionTable {
+        disk_id: 1,
+        partitions: parts,
+    }
+    .write_to(&mut f)?;
     drop(f);
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     if mode == "make" {
@@ -251,8 +331,16 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
             out,
             &header,
             &mut [
-                bundle::PayloadSource { name: "boot-b", data: &mut &boot[..], compression: bundle::Compression::Deflate },
-                bundle::PayloadSource { name: "rootfs", data: &mut rootfs, compression: bundle::Compression::Deflate },
+                bundle::PayloadSource {
+                    name: "boot-b",
+                    data: &mut &boot[..],
+                    compression: bundle::Compression::Deflate,
+                },
+                bundle::PayloadSource {
+                    name: "rootfs",
+                    data: &mut rootfs,
+                    compression: bundle::Compression::Deflate,
+                },
             ],
             &[&key],
         )?;
@@ -262,11 +350,22 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
         return Ok(());
     }
     let trusted = [key.verifying_key()];
-    let opts = update::ApplyOptions { board: "bench", running_version: "1", booted: update::Slot::A, trusted: &trusted, allow_downgrade: false };
+    let opts = update::ApplyOptions {
+        board: "bench",
+        running_version: "1",
+        booted: update::Slot::A,
+        trusted: &trusted,
+        allow_downgrade: false,
+    };
     let src = std::io::BufReader::new(std::fs::File::open(&bundle_path)?);
     let mut card = update::Card::open(&card_path)?;
     if mode == "apply" {
-        update::apply(src, &mut card, &update::uboot::Uboot { max_tries: 3 }, &opts)?;
+        update::apply(
+            src,
+            &mut card,
+            &update::uboot::Uboot { max_tries: 3 },
+            &opts,
+        )?;
     } else {
         bundle::BundleReader::open(src, &trusted)?;
     }
@@ -278,7 +377,12 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
         .flatten()
         .unwrap_or(0)
 }

@@ -50,10 +50,17 @@ pub struct Built {
 impl Build {
     pub fn run(self) -> Result<Built> {
         let root = host::workspace_root();
-        let board_dir = self.board_dir.clone().unwrap_or_else(|| root.join("board-configs"));
+        let board_dir = self
+            .board_dir
+            .clone()
+            .unwrap_or_else(|| root.join("board-configs"));
         let cfg = BoardConfig::load(&board_dir, &self.board)?;
-        let out_dir = self.out.clone().unwrap_or_else(|| root.join("target/images").join(&cfg.name));
-        std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let out_dir = self
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join("target/images").join(&cfg.name));
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
 
         host::ensure_tools(host::BUILD_TOOLS)?;
         if cfg.arch == Arch::Armv7 {
@@ -64,21 +71,36 @@ impl Build {
         let cache = artifacts::cache_dir();
         let lock_path = board_dir.join(format!("{}.lock", cfg.name));
         let lock = LockFile::load(&lock_path)?;
-        let mode = if self.locked { LockMode::Locked } else { LockMode::Update };
+        let mode = if self.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Update
+        };
         let mut apt = Apt::new(&cache, cfg.arch.debian_arch())?;
-        let (fetched, new_lock, warnings) =
-            artifacts::fetch_all(&mut apt, &cfg.packages(), lock.as_ref(), &lock_path, mode, &cache)?;
+        let (fetched, new_lock, warnings) = artifacts::fetch_all(
+            &mut apt,
+            &cfg.packages(),
+            lock.as_ref(),
+            &lock_path,
+            mode,
+            &cache,
+        )?;
         for w in &warnings {
             eprintln!("keel: warning: {w}");
         }
         if lock.as_ref() != Some(&new_lock) {
             if self.locked {
-                bail!("{} would change; run without --locked to update it", lock_path.display());
+                bail!(
+                    "{} would change; run without --locked to update it",
+                    lock_path.display()
+                );
             }
             new_lock.save(&lock_path)?;
         }
-        let packages: BTreeMap<String, PathBuf> =
-            fetched.iter().map(|f| (f.locked.name.clone(), f.root.clone())).collect();
+        let packages: BTreeMap<String, PathBuf> = fetched
+            .iter()
+            .map(|f| (f.locked.name.clone(), f.root.clone()))
+            .collect();
 
         let (signing_key, key_path, dev_key) = crate::keys::signing_key(self.key.as_deref())?;
         let trusted = trusted_keys(&root, &cfg, &signing_key)?;
@@ -86,16 +108,34 @@ impl Build {
         let build_id = build_id(&root);
         let overlay = root.join("rootfs-overlay");
         let image_path = out_dir.join("sdcard.img");
-        let keys_text: String = trusted.iter().map(|(n, t)| format!("{n}={t}")).collect::<String>()
+        let keys_text: String = trusted
+            .iter()
+            .map(|(n, t)| format!("{n}={t}"))
+            .collect::<String>()
             + &bundle::keys::verifying_key_text(&signing_key.verifying_key());
-        let fingerprint =
-            fingerprint(&cfg, &new_lock, &init, &agent, &overlay, &format!("{}\n{keys_text}", self.version), &build_id, epoch)?;
+        let fingerprint = fingerprint(
+            &cfg,
+            &new_lock,
+            &init,
+            &agent,
+            &overlay,
+            &format!("{}\n{keys_text}", self.version),
+            &build_id,
+            epoch,
+        )?;
         let stamp = out_dir.join(".inputs");
         let outputs_exist = OUTPUTS.iter().all(|f| out_dir.join(f).exists());
-        if !self.force && outputs_exist && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint) {
+        if !self.force
+            && outputs_exist
+            && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint)
+        {
             eprintln!("keel: {} is up to date", image_path.display());
             print_outputs(&out_dir)?;
-            return Ok(Built { image: image_path, dir: out_dir, cfg });
+            return Ok(Built {
+                image: image_path,
+                dir: out_dir,
+                cfg,
+            });
         }
         let _ = std::fs::remove_file(&stamp);
 
@@ -134,9 +174,16 @@ impl Build {
                 key_path.display()
             );
         }
-        eprintln!("keel: built {} (kernel {}, version {})", cfg.name, report.kernel_release, self.version);
+        eprintln!(
+            "keel: built {} (kernel {}, version {})",
+            cfg.name, report.kernel_release, self.version
+        );
         print_outputs(&out_dir)?;
-        Ok(Built { image: image_path, dir: out_dir, cfg })
+        Ok(Built {
+            image: image_path,
+            dir: out_dir,
+            cfg,
+        })
     }
 
     /// Checks the assembled card, then writes the block map, the update
@@ -150,7 +197,6 @@ impl Build {
         key: &ed25519_dalek::SigningKey,
         build_id: &str,
     ) -> Result<()> {
-
         let findings = image::check::check_card(tmp_image, cfg, &report.initramfs_modules);
         let mut problems = findings.problems;
         for u in &report.usage {
@@ -171,7 +217,11 @@ impl Build {
             }
         }
         if !problems.is_empty() {
-            bail!("the {} image would not boot:\n  - {}", cfg.name, problems.join("\n  - "));
+            bail!(
+                "the {} image would not boot:\n  - {}",
+                cfg.name,
+                problems.join("\n  - ")
+            );
         }
 
         let progress = spinner("writing the update bundle, block map and checksums");
@@ -197,9 +247,21 @@ impl Build {
             fw,
             &header,
             &mut [
-                PayloadSource { name: "boot-a", data: &mut boot_a, compression: Deflate },
-                PayloadSource { name: "boot-b", data: &mut boot_b, compression: Deflate },
-                PayloadSource { name: "rootfs", data: &mut rootfs, compression: Deflate },
+                PayloadSource {
+                    name: "boot-a",
+                    data: &mut boot_a,
+                    compression: Deflate,
+                },
+                PayloadSource {
+                    name: "boot-b",
+                    data: &mut boot_b,
+                    compression: Deflate,
+                },
+                PayloadSource {
+                    name: "rootfs",
+                    data: &mut rootfs,
+                    compression: Deflate,
+                },
             ],
             &[key],
         )
@@ -207,7 +269,8 @@ impl Build {
         std::fs::rename(&fw_tmp, out_dir.join("update.fw"))?;
         let bmap = image::bmap::generate(tmp_image, 4096)?;
         write_atomically(&out_dir.join("sdcard.img.bmap"), bmap.to_xml().as_bytes())?;
-        std::fs::rename(tmp_image, out_dir.join("sdcard.img")).context("renaming the finished image into place")?;
+        std::fs::rename(tmp_image, out_dir.join("sdcard.img"))
+            .context("renaming the finished image into place")?;
         let mut sums = String::new();
         for name in &OUTPUTS[..3] {
             let sum = artifacts::sha256_file(&out_dir.join(name))?;
@@ -224,10 +287,17 @@ pub const OUTPUTS: [&str; 4] = ["sdcard.img", "sdcard.img.bmap", "update.fw", "S
 
 /// The keys baked into the image: the board config's list, or else the key
 /// this build signs with. A signing key the image would not trust is an error.
-fn trusted_keys(root: &Path, cfg: &BoardConfig, key: &ed25519_dalek::SigningKey) -> Result<Vec<(String, String)>> {
+fn trusted_keys(
+    root: &Path,
+    cfg: &BoardConfig,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Vec<(String, String)>> {
     let signer = key.verifying_key();
     if cfg.update.trusted_keys.is_empty() {
-        return Ok(vec![("build.pub".into(), bundle::keys::verifying_key_text(&signer))]);
+        return Ok(vec![(
+            "build.pub".into(),
+            bundle::keys::verifying_key_text(&signer),
+        )]);
     }
     let mut out = Vec::new();
     let mut signer_trusted = false;
@@ -235,7 +305,10 @@ fn trusted_keys(root: &Path, cfg: &BoardConfig, key: &ed25519_dalek::SigningKey)
         let path = root.join(rel);
         let k = bundle::keys::load_verifying_key(&path)?;
         signer_trusted |= k == signer;
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| rel.clone());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| rel.clone());
         out.push((name, bundle::keys::verifying_key_text(&k)));
     }
     if !signer_trusted {
@@ -253,7 +326,9 @@ fn mib(b: u64) -> f64 {
 fn print_outputs(dir: &Path) -> Result<()> {
     for name in OUTPUTS {
         let p = dir.join(name);
-        let len = std::fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?.len();
+        let len = std::fs::metadata(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .len();
         println!("{}  {:.1} MiB", p.display(), mib(len));
     }
     Ok(())
@@ -270,7 +345,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", path.display()))
@@ -283,7 +359,18 @@ fn build_device_binaries(arch: Arch) -> Result<(PathBuf, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(host::workspace_root())
-        .args(["build", "--quiet", "-p", "init", "-p", "agent", "--profile", "device", "--target", target])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "init",
+            "-p",
+            "agent",
+            "--profile",
+            "device",
+            "--target",
+            target,
+        ])
         .status()
         .context("running cargo build for the device binaries")?;
     if !status.success() {
@@ -295,7 +382,10 @@ fn build_device_binaries(arch: Arch) -> Result<(PathBuf, PathBuf)> {
 
 /// SOURCE_DATE_EPOCH, else the last commit's time, else 0: never "now".
 pub fn source_date_epoch(root: &Path) -> u64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return e;
     }
     Command::new("git")
@@ -333,7 +423,10 @@ fn fingerprint(
     epoch: u64,
 ) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(format!("{cfg:?}\n{}\n{version}\n{build_id}\n{epoch}\n", lock.to_toml()));
+    h.update(format!(
+        "{cfg:?}\n{}\n{version}\n{build_id}\n{epoch}\n",
+        lock.to_toml()
+    ));
     // The assembler itself is an input: a new xtask may lay out bytes differently.
     h.update(std::fs::read(std::env::current_exe()?)?);
     for p in [init, agent] {
@@ -341,7 +434,9 @@ fn fingerprint(
     }
     let mut stack = vec![overlay.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
         for p in entries {

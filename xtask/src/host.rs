@@ -8,11 +8,16 @@ use anyhow::{bail, Context, Result};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
 }
 
 pub fn cargo_target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// (command, Debian package providing it)
@@ -22,11 +27,19 @@ pub const BUILD_TOOLS: &[Tool] = &[
     ("apt-get", "apt"),
     ("dpkg-deb", "dpkg"),
     ("mkfs.ext4", "e2fsprogs"),
-    ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
+    (
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "debian-archive-keyring",
+    ),
 ];
 
-pub const ARMV7_TOOLS: &[Tool] =
-    &[("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf"), ("/usr/arm-linux-gnueabihf/lib/libc.a", "libc6-dev-armhf-cross")];
+pub const ARMV7_TOOLS: &[Tool] = &[
+    ("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf"),
+    (
+        "/usr/arm-linux-gnueabihf/lib/libc.a",
+        "libc6-dev-armhf-cross",
+    ),
+];
 
 /// What the test suite's independent cross-checks and boots need.
 pub const TEST_TOOLS: &[Tool] = &[
@@ -46,24 +59,40 @@ fn present(tool: &str) -> bool {
     if tool.starts_with('/') {
         return Path::new(tool).exists();
     }
-    image::artifacts::which(tool).is_some() || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(tool).exists())
+    image::artifacts::which(tool).is_some()
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists())
 }
 
 /// Installs missing Debian packages through apt-get when running as root;
 /// otherwise fails naming the packages and the exact command.
 pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
-    let mut missing: Vec<&str> = tools.iter().filter(|(t, _)| !present(t)).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .filter(|(t, _)| !present(t))
+        .map(|(_, p)| *p)
+        .collect();
     missing.sort();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    let cmd = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let cmd = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     if !is_root() {
-        bail!("missing host packages: {}. Install them with: sudo apt-get update && sudo {cmd}", missing.join(", "));
+        bail!(
+            "missing host packages: {}. Install them with: sudo apt-get update && sudo {cmd}",
+            missing.join(", ")
+        );
     }
     eprintln!("keel: installing host packages: {}", missing.join(" "));
-    let update = Command::new("apt-get").args(["-q", "update"]).status().context("running apt-get update")?;
+    let update = Command::new("apt-get")
+        .args(["-q", "update"])
+        .status()
+        .context("running apt-get update")?;
     if !update.success() {
         eprintln!("keel: warning: apt-get update failed; trying the install anyway");
     }
@@ -76,7 +105,11 @@ pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
     if !status.success() {
         bail!("`{cmd}` failed ({status}); run it by hand and retry");
     }
-    let still: Vec<_> = tools.iter().filter(|(t, _)| !present(t)).map(|(t, _)| *t).collect();
+    let still: Vec<_> = tools
+        .iter()
+        .filter(|(t, _)| !present(t))
+        .map(|(t, _)| *t)
+        .collect();
     if !still.is_empty() {
         bail!("still missing after install: {}", still.join(", "));
     }
@@ -84,21 +117,32 @@ pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// Adds the rust target through rustup if it is not installed yet.
 pub fn ensure_rust_target(target: &str) -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     let installed = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target),
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.trim() == target),
         _ => bail!("rustup not found: install rustup, then run `rustup target add {target}`"),
     };
     if installed {
         return Ok(());
     }
     eprintln!("keel: installing rust target {target}");
-    let status = Command::new("rustup").args(["target", "add", target]).status().context("running rustup")?;
+    let status = Command::new("rustup")
+        .args(["target", "add", target])
+        .status()
+        .context("running rustup")?;
     if !status.success() {
         bail!("`rustup target add {target}` failed; run it by hand and retry");
     }

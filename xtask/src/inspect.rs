@@ -18,24 +18,42 @@ impl Verify {
     pub fn run(self) -> Result<()> {
         let keys = if self.pubkey.is_empty() {
             let (k, path, _) = crate::keys::signing_key(None)?;
-            eprintln!("keel: checking against the development key ({})", path.display());
+            eprintln!(
+                "keel: checking against the development key ({})",
+                path.display()
+            );
             vec![k.verifying_key()]
         } else {
-            self.pubkey.iter().map(|p| bundle::keys::load_verifying_key(p)).collect::<Result<_, _>>()?
+            self.pubkey
+                .iter()
+                .map(|p| bundle::keys::load_verifying_key(p))
+                .collect::<Result<_, _>>()?
         };
-        let f = std::fs::File::open(&self.file).with_context(|| format!("opening {}", self.file.display()))?;
+        let f = std::fs::File::open(&self.file)
+            .with_context(|| format!("opening {}", self.file.display()))?;
         let mut r = bundle::BundleReader::open(std::io::BufReader::new(f), &keys)
             .with_context(|| format!("{} is not acceptable", self.file.display()))?;
         let mut buf = Vec::new();
         let mut chunks = 0;
         while let Some(mut p) = r.next_payload()? {
-            while p.next_chunk(&mut buf).with_context(|| format!("{} is not acceptable", self.file.display()))?.is_some() {
+            while p
+                .next_chunk(&mut buf)
+                .with_context(|| format!("{} is not acceptable", self.file.display()))?
+                .is_some()
+            {
                 chunks += 1;
             }
         }
         let m = r.manifest().clone();
-        r.finish().with_context(|| format!("{} is not acceptable", self.file.display()))?;
-        println!("{}: OK ({} {} for {}, {chunks} chunks verified)", self.file.display(), "version", m.version, m.board);
+        r.finish()
+            .with_context(|| format!("{} is not acceptable", self.file.display()))?;
+        println!(
+            "{}: OK ({} {} for {}, {chunks} chunks verified)",
+            self.file.display(),
+            "version",
+            m.version,
+            m.board
+        );
         Ok(())
     }
 }
@@ -49,8 +67,10 @@ pub struct Inspect {
 impl Inspect {
     pub fn run(self) -> Result<()> {
         let mut magic = [0u8; 8];
-        let mut f = std::fs::File::open(&self.file).with_context(|| format!("opening {}", self.file.display()))?;
-        std::io::Read::read_exact(&mut f, &mut magic).with_context(|| format!("{} is too short", self.file.display()))?;
+        let mut f = std::fs::File::open(&self.file)
+            .with_context(|| format!("opening {}", self.file.display()))?;
+        std::io::Read::read_exact(&mut f, &mut magic)
+            .with_context(|| format!("{} is too short", self.file.display()))?;
         if &magic == bundle::MAGIC {
             inspect_bundle(&self.file)
         } else {
@@ -69,9 +89,15 @@ fn inspect_bundle(path: &Path) -> Result<()> {
     let text = bytes.get(16..16 + len).context("manifest is truncated")?;
     let m = bundle::Manifest::parse(std::str::from_utf8(text)?)?;
     println!("bundle      {}", path.display());
-    println!("format      {}", u32::from_le_bytes(bytes[8..12].try_into()?));
+    println!(
+        "format      {}",
+        u32::from_le_bytes(bytes[8..12].try_into()?)
+    );
     println!("board       {}", m.board);
-    println!("version     {} (replaces {} or newer)", m.version, m.min_version);
+    println!(
+        "version     {} (replaces {} or newer)",
+        m.version, m.min_version
+    );
     println!("build id    {}", m.build_id);
     println!("chunk size  {} bytes", m.chunk_size);
     for p in &m.payloads {
@@ -111,14 +137,24 @@ fn inspect_card(path: &Path) -> Result<()> {
     }
     for slot in [update::Slot::A, update::Slot::B] {
         let release = crate::apply::slot_release(&mut card, slot);
-        let version = release.as_deref().and_then(|r| field(r, "version")).unwrap_or("(empty)");
+        let version = release
+            .as_deref()
+            .and_then(|r| field(r, "version"))
+            .unwrap_or("(empty)");
         println!("slot {}      version {version}", slot.letter());
     }
     match crate::apply::boot_flow(&mut card) {
         Ok((flow, name)) => {
             let s = flow.read(&mut card)?;
-            let trial = s.trial.map(|t| t.letter().to_string()).unwrap_or_else(|| "none".into());
-            println!("boot state  {name}: active {} trial {trial} tries {}", s.active.letter(), s.tries);
+            let trial = s
+                .trial
+                .map(|t| t.letter().to_string())
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "boot state  {name}: active {} trial {trial} tries {}",
+                s.active.letter(),
+                s.tries
+            );
         }
         Err(e) => println!("boot state  unreadable: {e:#}"),
     }
@@ -126,5 +162,6 @@ fn inspect_card(path: &Path) -> Result<()> {
 }
 
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }

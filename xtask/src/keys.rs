@@ -30,8 +30,14 @@ impl Keys {
         match self.command {
             KeysCommand::New { name } => {
                 let (private, public) = new_pair(&name)?;
-                println!("{}  (private: keep it out of git; mode 0600)", private.display());
-                println!("{}  (public: list it in the board config's [update] trusted_keys)", public.display());
+                println!(
+                    "{}  (private: keep it out of git; mode 0600)",
+                    private.display()
+                );
+                println!(
+                    "{}  (public: list it in the board config's [update] trusted_keys)",
+                    public.display()
+                );
                 Ok(())
             }
         }
@@ -64,8 +70,11 @@ pub fn new_pair(name: &Path) -> Result<(PathBuf, PathBuf)> {
         .with_context(|| format!("creating {}", private.display()))?;
     f.write_all(bundle::keys::signing_key_text(&key).as_bytes())?;
     f.sync_all()?;
-    std::fs::write(&public, bundle::keys::verifying_key_text(&key.verifying_key()))
-        .with_context(|| format!("writing {}", public.display()))?;
+    std::fs::write(
+        &public,
+        bundle::keys::verifying_key_text(&key.verifying_key()),
+    )
+    .with_context(|| format!("writing {}", public.display()))?;
     Ok((private, public))
 }
 
@@ -86,7 +95,10 @@ pub fn signing_key(explicit: Option<&Path>) -> Result<(SigningKey, PathBuf, bool
     let private = with_ext(&base, ".key");
     if !private.exists() {
         new_pair(&base)?;
-        eprintln!("keel: created development signing key {}", private.display());
+        eprintln!(
+            "keel: created development signing key {}",
+            private.display()
+        );
     }
     Ok((bundle::keys::load_signing_key(&private)?, private, true))
 }

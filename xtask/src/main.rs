@@ -13,7 +13,11 @@ mod test;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, boot and test Keel images", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and test Keel images",
+    version
+)]
 struct Cli {
     /// Print the full error chain and the commands being run.
     #[arg(short, long, global = true)]
@@ -42,7 +46,11 @@ enum Command {
     Bench(bench::Bench),
     /// (internal) the applier memory probe run by `bench`.
     #[command(hide = true)]
-    BenchApply { mode: String, mib: u64, work: std::path::PathBuf },
+    BenchApply {
+        mode: String,
+        mib: u64,
+        work: std::path::PathBuf,
+    },
 }
 
 fn main() {

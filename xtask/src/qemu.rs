@@ -29,7 +29,10 @@ impl Qemu {
         let Some(q) = cfg.qemu.clone() else {
             bail!("board {} has no [qemu] section: QEMU cannot run it; use qemu-aarch64 or qemu-armv7", cfg.name);
         };
-        host::ensure_tools(&[("qemu-system-aarch64", "qemu-system-arm"), ("qemu-system-arm", "qemu-system-arm")])?;
+        host::ensure_tools(&[
+            ("qemu-system-aarch64", "qemu-system-arm"),
+            ("qemu-system-arm", "qemu-system-arm"),
+        ])?;
         let image = match self.image.clone() {
             Some(p) => p,
             None => {
@@ -46,29 +49,59 @@ impl Qemu {
             }
         };
         if !image.is_file() {
-            bail!("{} does not exist; build it with `cargo xtask build --board {}`", image.display(), cfg.name);
+            bail!(
+                "{} does not exist; build it with `cargo xtask build --board {}`",
+                image.display(),
+                cfg.name
+            );
         }
-        let lock = image::lock::LockFile::load(&root.join("board-configs").join(format!("{}.lock", cfg.name)))?
-            .with_context(|| format!("no lock file for {}; run `cargo xtask build --board {}` first", cfg.name, cfg.name))?;
-        let pkg = lock
-            .get(&q.bios_package)
-            .with_context(|| format!("{} is not in the lock file; rebuild the board", q.bios_package))?;
+        let lock = image::lock::LockFile::load(
+            &root
+                .join("board-configs")
+                .join(format!("{}.lock", cfg.name)),
+        )?
+        .with_context(|| {
+            format!(
+                "no lock file for {}; run `cargo xtask build --board {}` first",
+                cfg.name, cfg.name
+            )
+        })?;
+        let pkg = lock.get(&q.bios_package).with_context(|| {
+            format!(
+                "{} is not in the lock file; rebuild the board",
+                q.bios_package
+            )
+        })?;
         let bios = image::artifacts::cache_dir()
             .join("unpacked")
             .join(&pkg.sha256[..24])
             .join(&q.bios_path);
         if !bios.is_file() {
-            bail!("{} is missing from the cache; run `cargo xtask build --board {}`", bios.display(), cfg.name);
+            bail!(
+                "{} is missing from the cache; run `cargo xtask build --board {}`",
+                bios.display(),
+                cfg.name
+            );
         }
         let mut drive = format!("if=none,id=card,format=raw,file={}", image.display());
         if self.snapshot {
             drive.push_str(",snapshot=on");
         }
         let mut cmd = Command::new(&q.system);
-        cmd.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory, "-nographic", "-no-user-config", "-nodefaults"])
-            .args(["-serial", "mon:stdio", "-bios"])
-            .arg(&bios)
-            .args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
+        cmd.args([
+            "-M",
+            &q.machine,
+            "-cpu",
+            &q.cpu,
+            "-m",
+            &q.memory,
+            "-nographic",
+            "-no-user-config",
+            "-nodefaults",
+        ])
+        .args(["-serial", "mon:stdio", "-bios"])
+        .arg(&bios)
+        .args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
         eprintln!("keel: booting {} (quit: Ctrl-a x)", image.display());
         // Replace this process with QEMU: signals and exit status are QEMU's own.
         let err = std::os::unix::process::CommandExt::exec(&mut cmd);

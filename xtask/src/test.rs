@@ -20,7 +20,10 @@ impl Test {
         host::ensure_tools(host::BUILD_TOOLS)?;
         host::ensure_tools(host::ARMV7_TOOLS)?;
         host::ensure_tools(host::TEST_TOOLS)?;
-        for target in ["aarch64-unknown-linux-musl", "armv7-unknown-linux-gnueabihf"] {
+        for target in [
+            "aarch64-unknown-linux-musl",
+            "armv7-unknown-linux-gnueabihf",
+        ] {
             host::ensure_rust_target(target)?;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

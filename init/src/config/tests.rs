@@ -16,7 +16,8 @@ fn errs(text: &str) -> Vec<String> {
 fn assert_error(text: &str, line: usize, needle: &str) {
     let all = errs(text);
     assert!(
-        all.iter().any(|e| e.starts_with(&format!("{line}: ")) && e.contains(needle)),
+        all.iter()
+            .any(|e| e.starts_with(&format!("{line}: ")) && e.contains(needle)),
         "no error on line {line} containing {needle:?}: {all:#?}"
     );
 }
@@ -122,7 +123,11 @@ env = { X = "y" }
     assert_eq!(c.on_failure, FailureAction::Hang);
     assert_eq!(c.watchdog_interval, None);
     let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["top", "db", "web", "http", "cron"], "depth-first start order");
+    assert_eq!(
+        names,
+        ["top", "db", "web", "http", "cron"],
+        "depth-first start order"
+    );
     let top = sup(&c, "top");
     assert_eq!(top.strategy, Strategy::RestForOne);
     assert_eq!((top.intensity, top.period), (7, Duration::from_secs(30)));
@@ -132,7 +137,10 @@ env = { X = "y" }
     assert_eq!(c.nodes[2].restart, Restart::Transient);
     let db = worker(&c, "db");
     assert_eq!(db.args, ["--port", "5"]);
-    assert_eq!(db.env, [("A".into(), "1".into()), ("B".into(), "two words".into())]);
+    assert_eq!(
+        db.env,
+        [("A".into(), "1".into()), ("B".into(), "two words".into())]
+    );
     assert_eq!((db.uid, db.gid), (Some(1000), Some(20)));
     assert_eq!(db.cwd.as_deref(), Some("/data"));
     assert_eq!(db.ready, Some(Ready::File("/run/db.ready".into())));
@@ -153,7 +161,11 @@ fn syntax_errors_keep_their_line() {
 #[test]
 fn unknown_keys_are_named_with_the_known_ones() {
     let text = "[supervisor.root]\nchildren = [\"a\"]\nstrategy = \"one_for_one\"\nintensty = 3\n[worker.a]\ncomand = \"/bin/a\"\ncommand = \"/bin/a\"\n[wroker.x]\n";
-    assert_error(text, 4, "[supervisor.root]: unknown key 'intensty' (known keys: strategy, intensity,");
+    assert_error(
+        text,
+        4,
+        "[supervisor.root]: unknown key 'intensty' (known keys: strategy, intensity,",
+    );
     assert_error(text, 6, "[worker.a]: unknown key 'comand'");
     assert_error(text, 8, "unknown key 'wroker'");
 }
@@ -199,6 +211,11 @@ fn cycles_and_bad_references() {
         3,
         "[worker.lonely] is not in the tree",
     );
+    // Keys of definitions outside the tree are still checked.
+    let stray = "[supervisor.root]\nchildren = []\n[worker.x]\ncomand = \"/a\"\n[supervisor.s]\nchildren = []\nstrat = 1\n";
+    assert_error(stray, 4, "[worker.x]: unknown key 'comand'");
+    assert_error(stray, 3, "[worker.x]: command is missing");
+    assert_error(stray, 7, "[supervisor.s]: unknown key 'strat'");
     assert_error(
         "[supervisor.main]\nchildren = []\n",
         1,
@@ -220,41 +237,79 @@ fn cycles_and_bad_references() {
 fn bad_values() {
     let base = "[supervisor.root]\nchildren = [\"a\"]\n";
     let with = |extra: &str| format!("{base}[worker.a]\ncommand = \"/a\"\n{extra}\n");
-    assert_error(&with("restart = \"sometimes\""), 5, "is not one of: permanent, transient, temporary");
+    assert_error(
+        &with("restart = \"sometimes\""),
+        5,
+        "is not one of: permanent, transient, temporary",
+    );
     assert_error(&with("shutdown_timeout = -1"), 5, "outside");
     assert_error(&with("shutdown_timeout = \"5s\""), 5, "number of seconds");
     assert_error(&with("args = \"--x\""), 5, "array of strings");
-    assert_error(&with("args = [\"a\", 1]"), 5, "every entry must be a string");
+    assert_error(
+        &with("args = [\"a\", 1]"),
+        5,
+        "every entry must be a string",
+    );
     assert_error(&with("ready_fd = 1"), 5, "outside 3..=1023");
     assert_error(&with("ready_file = \"x\""), 5, "absolute path");
     assert_error(&with("ready_file = \"/x\"\nready_fd = 4"), 5, "not both");
-    assert_error(&with("ready_timeout = 3"), 5, "needs ready_file or ready_fd");
+    assert_error(
+        &with("ready_timeout = 3"),
+        5,
+        "needs ready_file or ready_fd",
+    );
     assert_error(&with("user = \"nobody\""), 5, "not in /etc/passwd");
     assert_error(&with("group = -1"), 5, "not a valid id");
     assert_error(&with("env = { A = 1 }"), 5, "env.A must be a string");
     assert_error(&with("console = \"yes\""), 5, "true or false");
-    assert_error(&format!("on_failure = \"explode\"\n{base}[worker.a]\ncommand = \"/a\"\n"), 1, "reboot, poweroff, hang");
-    assert_error(&format!("{base}strategy = \"one_for_none\"\n[worker.a]\ncommand = \"/a\"\n"), 3, "one_for_one");
-    assert_error(&format!("{base}period = 0\n[worker.a]\ncommand = \"/a\"\n"), 3, "more than 0");
+    assert_error(
+        &format!("on_failure = \"explode\"\n{base}[worker.a]\ncommand = \"/a\"\n"),
+        1,
+        "reboot, poweroff, hang",
+    );
+    assert_error(
+        &format!("{base}strategy = \"one_for_none\"\n[worker.a]\ncommand = \"/a\"\n"),
+        3,
+        "one_for_one",
+    );
+    assert_error(
+        &format!("{base}period = 0\n[worker.a]\ncommand = \"/a\"\n"),
+        3,
+        "more than 0",
+    );
     assert_error(
         &format!("{base}restart_delay = 5\nrestart_delay_max = 1\n[worker.a]\ncommand = \"/a\"\n"),
         4,
         "less than restart_delay",
     );
-    assert_error(&format!("{base}restart = \"temporary\"\n[worker.a]\ncommand = \"/a\"\n"), 3, "no effect on the root");
-    assert_error(&format!("{base}[worker.a]\ncommand = \"/a\"\n[worker.\"b c\"]\ncommand = \"/b\"\n"), 5, "names may use only");
+    assert_error(
+        &format!("{base}restart = \"temporary\"\n[worker.a]\ncommand = \"/a\"\n"),
+        3,
+        "no effect on the root",
+    );
+    assert_error(
+        &format!("{base}[worker.a]\ncommand = \"/a\"\n[worker.\"b c\"]\ncommand = \"/b\"\n"),
+        5,
+        "names may use only",
+    );
 }
 
 #[test]
 fn reports_every_error_sorted_by_line() {
     let all = errs("[supervisor.root]\nchildren = [\"a\", \"b\"]\nfoo = 1\n[worker.a]\n[worker.b]\nbar = 2\ncommand = \"/b\"\n");
     assert_eq!(all.len(), 3, "{all:#?}");
-    assert!(all[0].starts_with("3: ") && all[1].starts_with("4: ") && all[2].starts_with("6: "), "{all:#?}");
+    assert!(
+        all[0].starts_with("3: ") && all[1].starts_with("4: ") && all[2].starts_with("6: "),
+        "{all:#?}"
+    );
 }
 
 #[test]
 fn accounts_parse_passwd_lines() {
-    let a = Accounts::parse("root:x:0:0:root:/root:/bin/sh\nbad\nagent:x:101:101::/:\n", "wheel:x:10:\n");
+    let a = Accounts::parse(
+        "root:x:0:0:root:/root:/bin/sh\nbad\nagent:x:101:101::/:\n",
+        "wheel:x:10:\n",
+    );
     assert_eq!(a.users.get("agent"), Some(&101));
     assert_eq!(a.groups.get("wheel"), Some(&10));
     assert!(!a.users.contains_key("bad"));

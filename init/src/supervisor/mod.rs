@@ -9,7 +9,10 @@
 //! restarts at once, and a fleet of devices then crash-loops in lock
 //! step); a worker may declare readiness, holding back younger siblings.
 
-mod status;
+mod admin;
+mod advance;
+mod restart;
+pub mod status;
 #[cfg(test)]
 mod tests;
 
@@ -17,10 +20,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, NodeKind, NodeSpec, Restart, Strategy, SupervisorSpec, WorkerSpec};
+use crate::config::{Config, NodeKind, NodeSpec, Restart, SupervisorSpec, WorkerSpec};
 use crate::reaper::ExitStatus;
-
-pub use status::StatusRow;
 
 /// After SIGKILL, how long to wait for the exit before giving up on a
 /// process (one stuck in uninterruptible sleep may never go).
@@ -53,7 +54,9 @@ pub enum State {
         killed: bool,
     },
     /// Waiting to be restarted.
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
 }
 
 /// Why a supervisor is stopping all its children.
@@ -119,10 +122,6 @@ pub struct Node {
 impl Node {
     pub fn is_supervisor(&self) -> bool {
         self.sup.is_some()
-    }
-
-    pub fn worker_spec(&self) -> Option<&WorkerSpec> {
-        self.worker.as_ref()
     }
 
     /// Running and ready, or finished the way its restart type allows.
@@ -197,10 +196,6 @@ impl Tree {
             }
         }
         tree
-    }
-
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {
@@ -286,7 +281,10 @@ impl Tree {
                         crate::log!(
                             "{}: still running {:?} after SIGTERM; sending SIGKILL",
                             n.name,
-                            n.worker.as_ref().map(|w| w.shutdown_timeout).unwrap_or_default()
+                            n.worker
+                                .as_ref()
+                                .map(|w| w.shutdown_timeout)
+                                .unwrap_or_default()
                         );
                         n.state = State::Stopping {
                             deadline: Some(now + KILL_WAIT),
@@ -301,7 +299,14 @@ impl Tree {
                     deadline: Some(d),
                     warned: false,
                 } if now >= d => {
-                    crate::log!("{}: not ready after {:?}", n.name, n.worker.as_ref().map(|w| w.ready_timeout).unwrap_or_default());
+                    crate::log!(
+                        "{}: not ready after {:?}",
+                        n.name,
+                        n.worker
+                            .as_ref()
+                            .map(|w| w.ready_timeout)
+                            .unwrap_or_default()
+                    );
                     n.state = State::Starting {
                         deadline: Some(d),
                         warned: true,
@@ -317,7 +322,10 @@ impl Tree {
     pub fn ready(&mut self, os: &mut dyn Os, id: usize, pid: libc::pid_t, now: Instant) {
         let n = &mut self.nodes[id];
         if n.pid == Some(pid) && matches!(n.state, State::Starting { .. }) {
-            let took = n.since.map(|s| now.saturating_duration_since(s)).unwrap_or_default();
+            let took = n
+                .since
+                .map(|s| now.saturating_duration_since(s))
+                .unwrap_or_default();
             crate::log!("{}: ready after {}", n.name, secs(took));
             n.state = State::Up;
             self.advance(os, now);
@@ -325,7 +333,13 @@ impl Tree {
     }
 
     /// A child process ended. Returns false if it was not one of ours.
-    pub fn exited(&mut self, os: &mut dyn Os, pid: libc::pid_t, status: ExitStatus, now: Instant) -> bool {
+    pub fn exited(
+        &mut self,
+        os: &mut dyn Os,
+        pid: libc::pid_t,
+        status: ExitStatus,
+        now: Instant,
+    ) -> bool {
         let Some(id) = self.nodes.iter().position(|n| n.pid == Some(pid)) else {
             return false;
         };
@@ -399,7 +413,12 @@ impl Tree {
                     crate::log!("{}: started (pid {pid})", n.name);
                 }
                 Err(e) => {
-                    let why = format!("{}: cannot start {}: {}", n.name, spec.command, crate::sys::describe(&e));
+                    let why = format!(
+                        "{}: cannot start {}: {}",
+                        n.name,
+                        spec.command,
+                        crate::sys::describe(&e)
+                    );
                     crate::log!("{why}");
                     n.state = State::Down;
                     n.last_exit = None;
@@ -459,368 +478,6 @@ impl Tree {
                 }
             }
         }
-    }
-
-    /// A child went down unexpectedly (it is `Down` already): restart it,
-    /// with its siblings as the strategy says, or give up.
-    fn failed(&mut self, id: usize, why: String, now: Instant) {
-        self.last_disturbance = now;
-        let Some(sup_id) = self.nodes[id].parent else {
-            crate::log!("root supervisor gave up: {why}");
-            self.given_up = Some(why);
-            return;
-        };
-        if self.shutting_down || self.nodes[id].held {
-            return;
-        }
-        let position = self.children(sup_id).iter().position(|&c| c == id).unwrap_or(0);
-        let sup_name = self.nodes[sup_id].name.clone();
-        let s = self.sup(sup_id);
-        if s.stop.is_some() {
-            return;
-        }
-        if s.group.as_ref().is_some_and(|g| g.members.contains(&id)) {
-            // Already part of a restart in progress.
-            return;
-        }
-        let period = s.spec.period;
-        s.recent.push_back(now);
-        while s.recent.front().is_some_and(|&t| now.duration_since(t) > period) {
-            s.recent.pop_front();
-        }
-        if s.recent.len() > s.spec.intensity as usize {
-            let why = format!(
-                "supervisor {sup_name}: more than {} restarts in {} (last: {why})",
-                s.spec.intensity,
-                secs(period)
-            );
-            crate::log!("{why}; stopping its children and giving up");
-            s.stop = Some(StopReason::Fail(why));
-            s.seq = None;
-            s.group = None;
-            self.nodes[sup_id].state = State::Stopping {
-                deadline: None,
-                killed: false,
-            };
-            return;
-        }
-        let strategy = s.spec.strategy;
-        let children = s.spec.children.clone();
-        let delay = self.backoff_delay(id, sup_id, now);
-        let n = &mut self.nodes[id];
-        n.restarts += 1;
-        match strategy {
-            Strategy::OneForOne => {
-                crate::log!("{}: restarting in {} (restart {})", n.name, secs(delay), n.restarts);
-                n.state = State::Backoff { until: now + delay };
-            }
-            Strategy::OneForAll | Strategy::RestForOne => {
-                let from = if strategy == Strategy::OneForAll { 0 } else { position };
-                let mut members: Vec<usize> = children[from..].to_vec();
-                let s = self.sup(sup_id);
-                let delay = match s.group.take() {
-                    Some(g) => {
-                        // An older child failed during a rest_for_one
-                        // restart: widen it.
-                        members.extend(g.members);
-                        members.sort_unstable();
-                        members.dedup();
-                        delay.max(g.delay)
-                    }
-                    None => delay,
-                };
-                s.seq = None;
-                s.group = Some(Group {
-                    members: members.clone(),
-                    delay,
-                    waiting_until: None,
-                });
-                for &m in &members {
-                    let sib = &mut self.nodes[m];
-                    if m != id && sib.state != State::Down && sib.restart != Restart::Temporary {
-                        sib.restarts += 1;
-                    }
-                }
-                let names: Vec<&str> = members.iter().map(|&m| self.nodes[m].name.as_str()).collect();
-                crate::log!(
-                    "supervisor {sup_name}: restarting {} in {}",
-                    names.join(", "),
-                    secs(delay)
-                );
-            }
-        }
-    }
-
-    /// The delay before a child's next restart: `restart_delay` doubled
-    /// per consecutive restart, capped, ±25% jitter. A child that stayed up
-    /// for a whole intensity period starts over at the first delay.
-    fn backoff_delay(&mut self, id: usize, sup_id: usize, now: Instant) -> Duration {
-        let spec = self.nodes[sup_id].sup.as_ref().expect("a supervisor").spec.clone();
-        let n = &mut self.nodes[id];
-        if n.since.is_some_and(|s| now.saturating_duration_since(s) >= spec.period) {
-            n.backoff_steps = 0;
-        }
-        let base = spec
-            .restart_delay
-            .saturating_mul(1 << n.backoff_steps.min(MAX_BACKOFF_STEPS))
-            .min(spec.restart_delay_max);
-        n.backoff_steps = (n.backoff_steps + 1).min(MAX_BACKOFF_STEPS);
-        let jitter = 0.75 + 0.5 * self.random();
-        // Never zero: a child that cannot even be spawned must not be
-        // retried within the same event-loop turn.
-        base.mul_f64(jitter).max(Duration::from_millis(1))
-    }
-
-    /// xorshift64*: jitter needs no more than this.
-    fn random(&mut self) -> f64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Moves every supervisor's operation forward until nothing changes.
-    fn advance(&mut self, os: &mut dyn Os, now: Instant) {
-        // Each step changes a state, so this ends; the bound is a backstop.
-        for _ in 0..10_000 {
-            let mut changed = false;
-            for id in 0..self.nodes.len() {
-                if self.nodes[id].sup.is_some() {
-                    changed |= self.advance_sup(os, id, now);
-                }
-            }
-            if !changed {
-                return;
-            }
-        }
-        crate::log!("supervisor: tree did not settle (bug); continuing");
-    }
-
-    fn youngest_not_down(&self, among: &[usize]) -> Option<usize> {
-        among.iter().rev().copied().find(|&c| self.nodes[c].state != State::Down)
-    }
-
-    fn advance_sup(&mut self, os: &mut dyn Os, id: usize, now: Instant) -> bool {
-        if self.nodes[id].state == State::Down {
-            return false;
-        }
-        let children = self.children(id);
-        if self.sup(id).stop.is_some() {
-            return match self.youngest_not_down(&children) {
-                Some(c) if matches!(self.nodes[c].state, State::Stopping { .. }) => false,
-                Some(c) => {
-                    self.stop_node(os, c, now);
-                    true
-                }
-                None => {
-                    self.nodes[id].state = State::Down;
-                    match self.sup(id).stop.take() {
-                        Some(StopReason::Fail(why)) => self.failed(id, why, now),
-                        _ => {
-                            crate::log!("supervisor {}: stopped", self.nodes[id].name);
-                            self.stopped(os, id, now);
-                        }
-                    }
-                    true
-                }
-            };
-        }
-        if let Some(g) = self.sup(id).group.clone() {
-            return match g.waiting_until {
-                None => match self.youngest_not_down(&g.members) {
-                    Some(c) if matches!(self.nodes[c].state, State::Stopping { .. }) => false,
-                    Some(c) => {
-                        self.stop_node(os, c, now);
-                        true
-                    }
-                    None => {
-                        if let Some(g) = &mut self.sup(id).group {
-                            g.waiting_until = Some(now + g.delay);
-                        }
-                        true
-                    }
-                },
-                Some(until) if now >= until => {
-                    let queue: VecDeque<usize> = g
-                        .members
-                        .iter()
-                        .copied()
-                        .filter(|&m| !self.nodes[m].held && self.nodes[m].restart != Restart::Temporary)
-                        .collect();
-                    let s = self.sup(id);
-                    s.group = None;
-                    s.seq = Some(StartSeq {
-                        queue,
-                        waiting_on: None,
-                    });
-                    true
-                }
-                Some(_) => false,
-            };
-        }
-        let mut changed = false;
-        if let Some(mut seq) = self.sup(id).seq.take() {
-            let mut progressed = true;
-            if let Some((c, deadline)) = seq.waiting_on {
-                let n = &self.nodes[c];
-                if n.settled() || n.held {
-                    seq.waiting_on = None;
-                } else if deadline.is_some_and(|d| now >= d) {
-                    crate::log!("supervisor {}: {} is not ready; starting the next child anyway", self.nodes[id].name, n.name);
-                    seq.waiting_on = None;
-                } else {
-                    progressed = false;
-                }
-            }
-            if progressed {
-                changed = true;
-                if seq.waiting_on.is_none() {
-                    match seq.queue.pop_front() {
-                        Some(c) if self.nodes[c].state == State::Down => {
-                            self.start_node(os, c, now);
-                            if let State::Starting { deadline, .. } = self.nodes[c].state {
-                                seq.waiting_on = Some((c, deadline));
-                            }
-                        }
-                        // Started meanwhile (keelctl start): skip it.
-                        Some(_) => {}
-                        None => {
-                            let n = &mut self.nodes[id];
-                            if matches!(n.state, State::Starting { .. }) {
-                                n.state = State::Up;
-                            }
-                            // Done: do not put the sequence back.
-                            return true;
-                        }
-                    }
-                }
-            }
-            // start_node may have failed a child and changed the plan.
-            let s = self.sup(id);
-            if s.seq.is_none() && s.group.is_none() && s.stop.is_none() {
-                s.seq = Some(seq);
-            }
-        }
-        for c in children {
-            if let State::Backoff { until } = self.nodes[c].state {
-                if now >= until {
-                    self.start_node(os, c, now);
-                    changed = true;
-                }
-            }
-        }
-        changed
-    }
-
-    /// Stops every child, youngest first, then the tree is `is_down`.
-    pub fn shutdown(&mut self, os: &mut dyn Os, now: Instant) {
-        self.shutting_down = true;
-        self.stop_node(os, 0, now);
-        self.advance(os, now);
-    }
-
-    /// `keelctl stop NAME`: stop and keep it stopped.
-    pub fn stop(&mut self, os: &mut dyn Os, name: &str, now: Instant) -> Result<(), String> {
-        let id = self.named(name)?;
-        if id == 0 {
-            return Err("the root supervisor cannot be stopped (use reboot or poweroff)".into());
-        }
-        let n = &mut self.nodes[id];
-        if n.state == State::Down {
-            return Err(format!("{name} is not running"));
-        }
-        n.held = true;
-        n.restart_after_stop = false;
-        self.last_disturbance = now;
-        self.stop_node(os, id, now);
-        self.advance(os, now);
-        Ok(())
-    }
-
-    /// `keelctl start NAME`: start a stopped child (clears a `stop`).
-    pub fn start_child(&mut self, os: &mut dyn Os, name: &str, now: Instant) -> Result<(), String> {
-        let id = self.named(name)?;
-        let n = &self.nodes[id];
-        if !matches!(n.state, State::Down | State::Backoff { .. }) {
-            return Err(format!("{name} is already running"));
-        }
-        if let Some(p) = n.parent {
-            if !matches!(self.nodes[p].state, State::Up | State::Starting { .. }) {
-                return Err(format!("{name}'s supervisor {} is not running", self.nodes[p].name));
-            }
-        } else if self.given_up.is_some() {
-            return Err("the tree has given up".into());
-        }
-        let n = &mut self.nodes[id];
-        n.held = false;
-        n.backoff_steps = 0;
-        self.last_disturbance = now;
-        self.start_node(os, id, now);
-        self.advance(os, now);
-        Ok(())
-    }
-
-    /// `keelctl restart NAME`: stop (SIGTERM, timeout) and start again,
-    /// without counting against the supervisor's intensity.
-    pub fn restart(&mut self, os: &mut dyn Os, name: &str, now: Instant) -> Result<(), String> {
-        let id = self.named(name)?;
-        if matches!(self.nodes[id].state, State::Down | State::Backoff { .. }) {
-            return self.start_child(os, name, now);
-        }
-        let n = &mut self.nodes[id];
-        n.held = false;
-        n.restarts += 1;
-        n.restart_after_stop = true;
-        self.last_disturbance = now;
-        self.stop_node(os, id, now);
-        self.advance(os, now);
-        Ok(())
-    }
-
-    /// The pid of a running worker, for `keelctl kill`.
-    pub fn pid_of(&self, name: &str) -> Result<libc::pid_t, String> {
-        let id = self.named(name)?;
-        let n = &self.nodes[id];
-        if n.is_supervisor() {
-            return Err(format!("{name} is a supervisor; signal one of its workers"));
-        }
-        n.pid.ok_or_else(|| format!("{name} is not running"))
-    }
-
-    fn named(&self, name: &str) -> Result<usize, String> {
-        self.find(name).ok_or_else(|| {
-            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!("no service named '{name}' (there are: {})", names.join(", "))
-        })
-    }
-
-    /// The whole tree is up: every worker ready or properly finished, no
-    /// restart pending, nothing stopped by hand.
-    pub fn whole_up(&self) -> bool {
-        self.given_up.is_none()
-            && !self.shutting_down
-            && self.nodes.iter().all(|n| {
-                n.settled()
-                    && !n.held
-                    && n.sup
-                        .as_ref()
-                        .is_none_or(|s| s.seq.is_none() && s.group.is_none() && s.stop.is_none())
-            })
-    }
-
-    /// When the tree last restarted, stopped or lost a child.
-    pub fn last_disturbance(&self) -> Instant {
-        self.last_disturbance
-    }
-
-    /// Workers waiting for readiness: (id, pid, spec).
-    pub fn awaiting_ready(&self) -> impl Iterator<Item = (usize, libc::pid_t, &WorkerSpec)> {
-        self.nodes.iter().enumerate().filter_map(|(id, n)| match (n.state, n.pid, &n.worker) {
-            (State::Starting { .. }, Some(pid), Some(w)) => Some((id, pid, w)),
-            _ => None,
-        })
     }
 }
 

@@ -59,7 +59,10 @@ fn reads_a_service_file() {
         panic!()
     };
     assert_eq!(agent.get("shutdown_timeout").unwrap().line, 14);
-    assert_eq!(agent.get("shutdown_timeout").unwrap().value, Value::Float(0.5));
+    assert_eq!(
+        agent.get("shutdown_timeout").unwrap().value,
+        Value::Float(0.5)
+    );
 }
 
 #[test]
@@ -102,14 +105,14 @@ fn errors_name_the_line() {
         ("a = yes\n", 1, "strings need quotes"),
         ("a = 01\n", 1, "not a valid value"),
         ("a = 1__0\n", 1, "not a valid value"),
-        ("a = inf\n", 1, "not a valid value"),
+        ("a = inf\n", 1, "inf and nan"),
         ("a = \"\\q\"\n", 1, "unknown escape"),
         ("a = \"\\u12\"\n", 1, "hex digits"),
         ("a = \"\\uD800\"\n", 1, "Unicode scalar"),
         ("= 1\n", 1, "expected a key"),
         ("a 1\n", 1, "expected '='"),
         ("[a\n", 1, "table header"),
-        ("x = 1\n\n  @\n", 3, "expected '='"),
+        ("x = 1\n\n  @\n", 3, "expected a key"),
     ];
     for (text, line, needle) in cases {
         let e = err(text);
@@ -117,7 +120,13 @@ fn errors_name_the_line() {
         assert!(e.msg.contains(needle), "{text:?}: {e}");
         // Whatever we refuse, the reference reader refuses too (so we
         // never reject valid TOML), except the subset we leave out.
-        let unsupported = ["arrays of tables", "dotted keys", "multi-line", "dates"];
+        let unsupported = [
+            "arrays of tables",
+            "dotted keys",
+            "multi-line",
+            "dates",
+            "inf and nan",
+        ];
         if !unsupported.iter().any(|u| needle.contains(u)) {
             assert!(
                 ::toml::from_str::<::toml::Value>(text).is_err(),
@@ -149,7 +158,7 @@ mod prop {
         prop_oneof![
             3 => scalar(),
             1 => proptest::collection::vec(scalar(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
-            1 => proptest::collection::vec(scalar(), 0..4).prop_map(|v| format!("[\n  {},\n]", v.join(",\n  "))),
+            1 => proptest::collection::vec(scalar(), 1..4).prop_map(|v| format!("[\n  {},\n]", v.join(",\n  "))),
             1 => proptest::collection::btree_map(key(), scalar(), 0..3).prop_map(|m| {
                 let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 format!("{{ {} }}", parts.join(", "))
@@ -158,9 +167,8 @@ mod prop {
     }
 
     fn section() -> impl Strategy<Value = String> {
-        proptest::collection::btree_map(key(), value(), 0..4).prop_map(|m| {
-            m.iter().map(|(k, v)| format!("{k} = {v} # c\n")).collect()
-        })
+        proptest::collection::btree_map(key(), value(), 0..4)
+            .prop_map(|m| m.iter().map(|(k, v)| format!("{k} = {v} # c\n")).collect())
     }
 
     proptest! {

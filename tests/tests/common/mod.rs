@@ -11,13 +11,18 @@ use std::time::{Duration, Instant};
 pub const BOARDS: [&str; 5] = ["qemu-aarch64", "qemu-armv7", "rpi4", "rpi3", "bbb"];
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn xtask_command(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root()).args(["run", "--quiet", "-p", "xtask", "--"]).args(args);
+    cmd.current_dir(root())
+        .args(["run", "--quiet", "-p", "xtask", "--"])
+        .args(args);
     cmd
 }
 
@@ -65,7 +70,9 @@ impl Console {
         // Run the xtask binary itself (it execs QEMU), so killing the child
         // really stops the machine; `cargo run` would leave QEMU behind.
         assert!(xtask(&["--help"]).status.success(), "xtask builds");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"));
         let mut child = Command::new(target.join("debug/xtask"))
             .args(["qemu", "--board", board, "--image", image.to_str().unwrap()])
             .stdin(Stdio::piped())
@@ -83,11 +90,20 @@ impl Console {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                // The serial line ends lines with \r\n; tests match on \n.
+                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                sink.lock().unwrap().push_str(&text);
             }
         });
         let log = image.with_extension("console.log");
-        Console { child, stdin, seen, cursor: 0, log, image: image.to_path_buf() }
+        Console {
+            child,
+            stdin,
+            seen,
+            cursor: 0,
+            log,
+            image: image.to_path_buf(),
+        }
     }
 
     fn transcript(&self) -> String {
@@ -138,9 +154,15 @@ impl Console {
             {
                 let seen = self.seen.lock().unwrap();
                 let rest = &seen[self.cursor..];
-                let hit = ["keel: ok", "keel: error"].iter().filter_map(|n| rest.find(n)).min();
+                let hit = ["keel: ok", "keel: error"]
+                    .iter()
+                    .filter_map(|n| rest.find(n))
+                    .min();
                 if let Some(pos) = hit {
-                    let line_end = rest[pos..].find('\n').map(|e| pos + e).unwrap_or(rest.len());
+                    let line_end = rest[pos..]
+                        .find('\n')
+                        .map(|e| pos + e)
+                        .unwrap_or(rest.len());
                     let chunk = rest[..line_end].to_string();
                     self.cursor += line_end;
                     return chunk;
