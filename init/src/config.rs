@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::toml::{self, Item, Table, Value};
+use reader::Reader;
+
+mod reader;
 
 /// Where the tree's root comes from when the file does not say.
 pub const DEFAULT_ROOT: &str = "root";
@@ -179,10 +182,6 @@ const WORKER_KEYS: &[&str] = &[
     "ready_timeout",
     "console",
 ];
-mod reader;
-
-use reader::Reader;
-
 const RESTARTS: &[(&str, Restart)] = &[
     ("permanent", Restart::Permanent),
     ("transient", Restart::Transient),

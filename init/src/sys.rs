@@ -304,10 +304,10 @@ pub fn realtime_secs() -> i64 {
 
 /// Sets the wall clock (needs CAP_SYS_TIME).
 pub fn set_realtime_secs(secs: i64) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
-    };
+    // SAFETY: timespec is plain data.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // time_t's width differs per target (and libc deprecates naming it).
+    ts.tv_sec = secs as _;
     // SAFETY: ts is a valid timespec.
     cvt(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })?;
     Ok(())

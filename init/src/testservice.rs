@@ -14,7 +14,8 @@ const USAGE: &str = "usage: init test-service MODE
   ready-file PATH SECS  after SECS create PATH, then sleep forever
   notify SECS           after SECS write a newline to $KEEL_READY_FD, then sleep forever
   chatter SECS          print a numbered line every SECS seconds
-  orphan                leave a grandchild that exits at once (a zombie for PID 1), sleep forever";
+  orphan                leave a grandchild (printing its pid) that exits after 0.1 s:
+                        a zombie for PID 1 to reap; then sleep forever";
 
 fn secs(arg: Option<&String>) -> Option<Duration> {
     arg?.parse::<f64>()
@@ -110,10 +111,14 @@ pub fn main(args: &[String]) -> i32 {
             unsafe {
                 let middle = libc::fork();
                 if middle == 0 {
-                    if libc::fork() == 0 {
+                    let orphan = libc::fork();
+                    if orphan == 0 {
                         libc::usleep(100_000);
                         libc::_exit(0);
                     }
+                    // Single-threaded, so formatting after fork is safe.
+                    let line = format!("test-service: orphan pid {orphan}\n");
+                    libc::write(1, line.as_ptr().cast(), line.len());
                     libc::_exit(0);
                 }
                 // Reap the middle one: the grandchild is now an orphan.

@@ -367,7 +367,7 @@ fn orphans_are_reaped() {
     // orphans, reparented to the supervisor (a subreaper), and become its
     // zombies when they end.
     let script =
-        "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.2 &); done; echo spawned; exec sleep 100";
+        "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.5 &); done; echo spawned; exec sleep 100";
     let mut s = Sup::start(&tree(FAST, &[("parent", script, "")]));
     s.expect("[parent] spawned");
     let pid = s.child.id();
@@ -379,7 +379,7 @@ fn orphans_are_reaped() {
         children.split_whitespace().count() > 1,
         "orphans reparented to us: {children:?}"
     );
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(zombies_of(pid), Vec::<String>::new());
     let (code, _) = s.stop();
     assert_eq!(code, 0);

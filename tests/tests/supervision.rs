@@ -40,7 +40,7 @@ intensity = 5
 period = 60
 restart_delay = 0.2
 restart_delay_max = 1
-children = ["db", "sleeper"]
+children = ["db", "sleeper", "orphans"]
 [worker.db]
 command = "/sbin/init"
 args = ["test-service", "ready-file", "/run/db.ready", "0.5"]
@@ -50,6 +50,9 @@ shutdown_timeout = 2
 command = "/sbin/init"
 args = ["test-service", "sleep", "0"]
 shutdown_timeout = 2
+[worker.orphans]
+command = "/sbin/init"
+args = ["test-service", "orphan"]
 "#;
 
 const CRASH_LOOP: &str = r#"on_failure = "poweroff"
@@ -121,8 +124,19 @@ fn supervision(board: &str) {
         "db holds sleeper back:\n{held_back}"
     );
     c.expect("keel: sleeper: started (pid", CMD);
-    c.expect("keel: [sleeper] test-service: sleep started (pid", CMD);
+    // Output is copied to the console (the sleeper's goes to the log
+    // ring too, checked below). The orphan's parent exits at once, so PID
+    // 1 inherits it; 0.1 s later it exits, and only PID 1 can reap it:
+    // its /proc entry must go.
+    c.expect("keel: [orphans] test-service: orphan pid ", CMD);
+    let pid = c.expect("\n", CMD).trim().to_string();
+    assert!(pid.parse::<u32>().is_ok(), "orphan pid {pid:?}");
     c.expect("keel: services healthy", CMD);
+    let gone = c.command(&format!("cat /proc/{pid}/stat"), CMD);
+    assert!(
+        gone.contains("keel: error") && gone.contains("No such file"),
+        "orphan {pid} not reaped:\n{gone}"
+    );
     let health = ok(&mut c, "cat /run/keel/healthy");
     assert!(
         health.lines().any(|l| l.trim().parse::<f64>().is_ok()),
@@ -142,6 +156,14 @@ fn supervision(board: &str) {
     let status = ok(&mut c, "status");
     let after = pid_of(&status, "sleeper");
     assert_ne!(before, after, "{status}");
+    // A service gets stdin, stdout and stderr, nothing else of PID 1's.
+    let fds = ok(&mut c, &format!("ls /proc/{after}/fd"));
+    let names: Vec<&str> = fds
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last())
+        .collect();
+    assert_eq!(names, ["0", "1", "2"], "{fds}");
     let row = status
         .lines()
         .find(|l| l.starts_with("  sleeper "))

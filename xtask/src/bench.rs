@@ -49,6 +49,7 @@ impl Bench {
             out: None,
             board_dir: None,
             key: None,
+            overlay: None,
         }
         .run()?;
         let work = tempfile::tempdir()?;

@@ -35,6 +35,9 @@ pub struct Build {
     /// Directory of board configs and lock files [default: board-configs/].
     #[arg(long)]
     pub board_dir: Option<PathBuf>,
+    /// Directory copied verbatim into the root filesystem [default: rootfs-overlay/].
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
     /// Private key to sign update.fw with [default: $KEEL_SIGNING_KEY, else a development key in .keel/].
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -106,7 +109,7 @@ impl Build {
         let trusted = trusted_keys(&root, &cfg, &signing_key)?;
         let epoch = source_date_epoch(&root);
         let build_id = build_id(&root);
-        let overlay = root.join("rootfs-overlay");
+        let overlay = self.overlay.clone().unwrap_or_else(|| root.join("rootfs-overlay"));
         let image_path = out_dir.join("sdcard.img");
         let keys_text: String = trusted
             .iter()

@@ -20,6 +20,9 @@ pub struct Qemu {
     /// Discard the guest's writes when QEMU exits instead of writing them to the image.
     #[arg(long)]
     pub snapshot: bool,
+    /// Attach a further raw file as a read-only virtio disk (e.g. an update bundle); repeatable.
+    #[arg(long)]
+    pub disk: Vec<PathBuf>,
 }
 
 impl Qemu {
@@ -44,6 +47,7 @@ impl Qemu {
                     out: None,
                     board_dir: None,
                     key: None,
+                    overlay: None,
                 };
                 b.run()?.image
             }
@@ -100,8 +104,18 @@ impl Qemu {
             "-nodefaults",
         ])
         .args(["-serial", "mon:stdio", "-bios"])
-        .arg(&bios)
-        .args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
+        .arg(&bios);
+        // QEMU's virt machine hands out virtio-mmio slots from the top, so
+        // the device added last is the one U-Boot scans as virtio 0: the card.
+        for (i, d) in self.disk.iter().enumerate() {
+            if !d.is_file() {
+                bail!("--disk {}: no such file", d.display());
+            }
+            cmd.arg("-drive")
+                .arg(format!("if=none,id=extra{i},format=raw,readonly=on,file={}", d.display()))
+                .args(["-device", &format!("virtio-blk-device,drive=extra{i}")]);
+        }
+        cmd.args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
         eprintln!("keel: booting {} (quit: Ctrl-a x)", image.display());
         // Replace this process with QEMU: signals and exit status are QEMU's own.
         let err = std::os::unix::process::CommandExt::exec(&mut cmd);

@@ -67,6 +67,11 @@ pub struct Console {
 
 impl Console {
     pub fn boot(board: &str, image: &Path) -> Console {
+        Self::boot_with(board, image, &[])
+    }
+
+    /// Boots with further read-only virtio disks attached (e.g. a bundle).
+    pub fn boot_with(board: &str, image: &Path, disks: &[&Path]) -> Console {
         // Run the xtask binary itself (it execs QEMU), so killing the child
         // really stops the machine; `cargo run` would leave QEMU behind.
         assert!(xtask(&["--help"]).status.success(), "xtask builds");
@@ -75,6 +80,7 @@ impl Console {
             .unwrap_or_else(|| root().join("target"));
         let mut child = Command::new(target.join("debug/xtask"))
             .args(["qemu", "--board", board, "--image", image.to_str().unwrap()])
+            .args(disks.iter().flat_map(|d| ["--disk".to_string(), d.display().to_string()]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,145 @@
+//! Over-the-air updates end to end under QEMU, through Debian's U-Boot: the
+//! device applies a bundle from a second disk, boots the new slot on trial
+//! and confirms it; a version whose health check never passes rolls back by
+//! itself; a tampered bundle is rejected.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const BOOT: Duration = Duration::from_secs(240);
+const CMD: Duration = Duration::from_secs(300);
+
+fn build_version(board: &str, version: &str, out: &Path, overlay: Option<&Path>) {
+    let _guard = lock_builds();
+    let mut args = vec!["build", "--board", board, "--version", version, "--out", out.to_str().unwrap()];
+    if let Some(o) = overlay {
+        args.extend(["--overlay", o.to_str().unwrap()]);
+    }
+    let res = xtask(&args);
+    assert!(res.status.success(), "build {version}: {}", String::from_utf8_lossy(&res.stderr));
+}
+
+/// A bundle as a raw disk: padded to whole sectors, as a block device is.
+fn bundle_disk(bundle: &Path, dir: &Path, name: &str, tamper: bool) -> PathBuf {
+    let mut bytes = std::fs::read(bundle).unwrap();
+    if tamper {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+    }
+    bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// The block device holding the bundle: the smaller of vda and vdb.
+fn bundle_device(c: &mut Console) -> String {
+    let size = |c: &mut Console, d: &str| -> u64 {
+        let out = c.command(&format!("cat /sys/block/{d}/size"), CMD);
+        out.lines().find_map(|l| l.trim().parse().ok()).unwrap_or(u64::MAX)
+    };
+    let (a, b) = (size(c, "vda"), size(c, "vdb"));
+    if a < b { "/dev/vda".into() } else { "/dev/vdb".into() }
+}
+
+fn update_cycle(board: &str) {
+    let v1_dir = build(board);
+    let work = tempfile::tempdir().unwrap();
+    let (v2, v3) = (work.path().join("v2"), work.path().join("v3"));
+    build_version(board, "0.2.0", &v2, None);
+    // Version 3's health check never passes: one of its services cannot start,
+    // and the agent gives up on the trial after 20 s instead of 120.
+    let overlay3 = work.path().join("overlay3");
+    copy_dir(&root().join("rootfs-overlay"), &overlay3);
+    let services = overlay3.join("etc/keel/services.toml");
+    let text = std::fs::read_to_string(&services).unwrap().replace(
+        "children = [\"agent\"]",
+        "children = [\"agent\", \"broken\"]",
+    ) + "\n[worker.broken]\ncommand = \"/usr/bin/does-not-exist\"\nrestart = \"permanent\"\n";
+    std::fs::write(&services, text).unwrap();
+    std::fs::write(overlay3.join("etc/keel/agent.conf"), "trial_timeout=20\n").unwrap();
+    build_version(board, "0.3.0", &v3, Some(&overlay3));
+
+    let card = work.path().join("card.img");
+    std::fs::copy(v1_dir.join("sdcard.img"), &card).unwrap();
+    let v1 = env!("CARGO_PKG_VERSION");
+
+    // 1. Version 1 on slot A applies version 2 and reboots into it.
+    let disk = bundle_disk(&v2.join("update.fw"), work.path(), "v2.disk", false);
+    let mut c = Console::boot_with(board, &card, &[&disk]);
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    assert!(c.command("write /data/precious kept-across-updates", CMD).contains("keel: ok"));
+    let dev = bundle_device(&mut c);
+    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    assert!(out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"), "{out}");
+    c.send("reboot");
+    c.expect("keel: trial 1/3 of slot b", BOOT);
+    c.expect("keel: ready slot=b version=0.2.0", BOOT);
+    c.expect("agent: confirmed: slot b version 0.2.0", BOOT);
+    let status = c.command("run /usr/bin/agent status", CMD);
+    assert!(status.contains("active_slot=b") && status.contains("on_trial=false"), "{status}");
+    assert!(c.command("cat /data/precious", CMD).contains("kept-across-updates"));
+    c.send("poweroff");
+    c.wait_exit(CMD);
+
+    // 2. A tampered bundle is rejected and nothing changes.
+    let bad = bundle_disk(&v2.join("update.fw"), work.path(), "bad.disk", true);
+    let mut c = Console::boot_with(board, &card, &[&bad]);
+    c.expect("keel: ready slot=b version=0.2.0", BOOT);
+    let dev = bundle_device(&mut c);
+    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    assert!(out.contains("update rejected") && out.contains("tampered"), "{out}");
+    assert!(!out.contains("keel: exit=0"), "{out}");
+    let status = c.command("run /usr/bin/agent status", CMD);
+    assert!(status.contains("active_slot=b") && status.contains("trial_slot=none"), "{status}");
+    c.send("poweroff");
+    c.wait_exit(CMD);
+
+    // 3. Version 3 never becomes healthy: after the trial boots the device is
+    // back on version 2 by itself.
+    let disk = bundle_disk(&v3.join("update.fw"), work.path(), "v3.disk", false);
+    let mut c = Console::boot_with(board, &card, &[&disk]);
+    c.expect("keel: ready slot=b version=0.2.0", BOOT);
+    let dev = bundle_device(&mut c);
+    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    assert!(out.contains("slot a now holds version 0.3.0"), "{out}");
+    c.send("reboot");
+    for n in 1..=3 {
+        c.expect(&format!("keel: trial {n}/3 of slot a"), BOOT);
+        c.expect("keel: ready slot=a version=0.3.0", BOOT);
+        c.expect("health check failed", BOOT);
+    }
+    c.expect("not confirmed after 3 tries; falling back to b", BOOT);
+    c.expect("keel: ready slot=b version=0.2.0", BOOT);
+    c.expect("agent: rolled back", BOOT);
+    let status = c.command("run /usr/bin/agent status", CMD);
+    assert!(status.contains("active_slot=b") && status.contains("version=0.2.0"), "{status}");
+    c.send("poweroff");
+    c.wait_exit(CMD);
+}
+
+#[test]
+fn qemu_aarch64_updates_and_rolls_back() {
+    update_cycle("qemu-aarch64");
+}
+
+#[test]
+fn qemu_armv7_updates_and_rolls_back() {
+    update_cycle("qemu-armv7");
+}
