@@ -13,9 +13,11 @@ const USAGE: &str = "usage: agent <command>
 
 commands:
   status                       both slots, the running one, versions and trial state
-  update SOURCE [--allow-downgrade]
+  update SOURCE [--allow-downgrade] [--reboot]
                                apply a signed bundle (a file, a block device, or - for
-                               stdin) to the inactive slot; it boots next on trial
+                               stdin) to the inactive slot; it boots next on trial;
+                               --reboot then asks init to reboot into it (with the
+                               Pi's one-shot '0 tryboot' argument where needed)
   confirm                      mark the running slot good (after the health check)
   revert                       boot the other slot next (cancels a pending trial)
   run                          the boot-time daemon: confirms a slot on trial once init
@@ -101,9 +103,11 @@ fn status() -> Result<(), String> {
 fn update_cmd(args: &[String]) -> Result<(), String> {
     let mut source = None;
     let mut allow_downgrade = false;
+    let mut reboot = false;
     for a in args {
         match a.as_str() {
             "--allow-downgrade" => allow_downgrade = true,
+            "--reboot" => reboot = true,
             s if source.is_none() => source = Some(s.to_string()),
             s => return Err(format!("unexpected argument '{s}'\n{USAGE}")),
         }
@@ -142,7 +146,7 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
         };
         // A file can be read twice: verify all of it before writing a byte.
         update::applier::verify(std::io::BufReader::new(open()?).take(len), &opts)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("update rejected: {e}"))?;
         update::apply(
             std::io::BufReader::new(open()?).take(len),
             &mut card,
@@ -166,8 +170,10 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
         applied.manifest.version,
         applied.bytes_written
     ));
-    if let Some(arg) = applied.reboot_arg {
-        println!("agent: reboot with argument '{arg}' to try it");
+    if reboot {
+        request_reboot(applied.reboot_arg);
+    } else if let Some(arg) = applied.reboot_arg {
+        println!("agent: reboot with argument '{arg}' to try it (or pass --reboot)");
     }
     Ok(())
 }
@@ -296,7 +302,7 @@ fn run() -> Result<(), String> {
                 booted.letter(),
                 conf.trial_timeout
             ));
-            request_reboot();
+            request_reboot(None);
             break;
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
@@ -307,12 +313,20 @@ fn run() -> Result<(), String> {
     }
 }
 
-/// Asks init for an orderly reboot: through its control socket, else with
-/// SIGTERM (init's reboot signal).
-fn request_reboot() {
+/// Asks init for an orderly reboot, passing `arg` to reboot(2) (the Pi's
+/// "0 tryboot"): through its control socket, else with SIGTERM (init's
+/// reboot signal, which carries no argument).
+fn request_reboot(arg: Option<&str>) {
     use std::io::Write;
     if let Ok(mut s) = std::os::unix::net::UnixStream::connect("/run/keel/control.sock") {
-        if s.write_all(b"reboot\n").is_ok() {
+        let line = match arg {
+            Some(a) => format!("reboot {a}\n"),
+            None => "reboot\n".to_string(),
+        };
+        if s.write_all(line.as_bytes()).is_ok() {
+            // Wait for init's answer so the request is not cut short.
+            let mut reply = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut reply);
             return;
         }
     }

@@ -210,7 +210,7 @@ impl Manifest {
         ] {
             check_value(k, v)?;
         }
-        if m.chunk_size == 0 || m.chunk_size > (64 << 20) || m.chunk_size % 512 != 0 {
+        if m.chunk_size == 0 || m.chunk_size > (64 << 20) || !m.chunk_size.is_multiple_of(512) {
             return Err(bad(
                 "chunk_size must be a multiple of 512 between 512 B and 64 MiB",
             ));

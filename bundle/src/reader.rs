@@ -125,7 +125,7 @@ impl<R: Read> BundleReader<R> {
 
     /// Checks nothing follows the last payload (call after all payloads).
     pub fn finish(mut self) -> Result<(), BundleError> {
-        while self.next_payload()?.is_some() {
+        if self.next_payload()?.is_some() {
             return Err(BundleError::SizeMismatch {
                 payload: "(unread)".into(),
                 detail: "was not read".into(),

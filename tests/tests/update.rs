@@ -15,12 +15,24 @@ const CMD: Duration = Duration::from_secs(300);
 
 fn build_version(board: &str, version: &str, out: &Path, overlay: Option<&Path>) {
     let _guard = lock_builds();
-    let mut args = vec!["build", "--board", board, "--version", version, "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "build",
+        "--board",
+        board,
+        "--version",
+        version,
+        "--out",
+        out.to_str().unwrap(),
+    ];
     if let Some(o) = overlay {
         args.extend(["--overlay", o.to_str().unwrap()]);
     }
     let res = xtask(&args);
-    assert!(res.status.success(), "build {version}: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "build {version}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
 }
 
 /// A bundle as a raw disk: padded to whole sectors, as a block device is.
@@ -52,10 +64,16 @@ fn copy_dir(from: &Path, to: &Path) {
 fn bundle_device(c: &mut Console) -> String {
     let size = |c: &mut Console, d: &str| -> u64 {
         let out = c.command(&format!("cat /sys/block/{d}/size"), CMD);
-        out.lines().find_map(|l| l.trim().parse().ok()).unwrap_or(u64::MAX)
+        out.lines()
+            .find_map(|l| l.trim().parse().ok())
+            .unwrap_or(u64::MAX)
     };
     let (a, b) = (size(c, "vda"), size(c, "vdb"));
-    if a < b { "/dev/vda".into() } else { "/dev/vdb".into() }
+    if a < b {
+        "/dev/vda".into()
+    } else {
+        "/dev/vdb".into()
+    }
 }
 
 fn update_cycle(board: &str) {
@@ -71,7 +89,8 @@ fn update_cycle(board: &str) {
     let text = std::fs::read_to_string(&services).unwrap().replace(
         "children = [\"agent\"]",
         "children = [\"agent\", \"broken\"]",
-    ) + "\n[worker.broken]\ncommand = \"/usr/bin/does-not-exist\"\nrestart = \"permanent\"\n";
+    )
+        + "\n[worker.broken]\ncommand = \"/usr/bin/does-not-exist\"\nrestart = \"permanent\"\n";
     std::fs::write(&services, text).unwrap();
     std::fs::write(overlay3.join("etc/keel/agent.conf"), "trial_timeout=20\n").unwrap();
     build_version(board, "0.3.0", &v3, Some(&overlay3));
@@ -84,17 +103,27 @@ fn update_cycle(board: &str) {
     let disk = bundle_disk(&v2.join("update.fw"), work.path(), "v2.disk", false);
     let mut c = Console::boot_with(board, &card, &[&disk]);
     c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
-    assert!(c.command("write /data/precious kept-across-updates", CMD).contains("keel: ok"));
+    assert!(c
+        .command("write /data/precious kept-across-updates", CMD)
+        .contains("keel: ok"));
     let dev = bundle_device(&mut c);
     let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
-    assert!(out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"), "{out}");
+    assert!(
+        out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"),
+        "{out}"
+    );
     c.send("reboot");
     c.expect("keel: trial 1/3 of slot b", BOOT);
     c.expect("keel: ready slot=b version=0.2.0", BOOT);
     c.expect("agent: confirmed: slot b version 0.2.0", BOOT);
     let status = c.command("run /usr/bin/agent status", CMD);
-    assert!(status.contains("active_slot=b") && status.contains("on_trial=false"), "{status}");
-    assert!(c.command("cat /data/precious", CMD).contains("kept-across-updates"));
+    assert!(
+        status.contains("active_slot=b") && status.contains("on_trial=false"),
+        "{status}"
+    );
+    assert!(c
+        .command("cat /data/precious", CMD)
+        .contains("kept-across-updates"));
     c.send("poweroff");
     c.wait_exit(CMD);
 
@@ -104,10 +133,16 @@ fn update_cycle(board: &str) {
     c.expect("keel: ready slot=b version=0.2.0", BOOT);
     let dev = bundle_device(&mut c);
     let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
-    assert!(out.contains("update rejected") && out.contains("tampered"), "{out}");
+    assert!(
+        out.contains("update rejected") && out.contains("tampered"),
+        "{out}"
+    );
     assert!(!out.contains("keel: exit=0"), "{out}");
     let status = c.command("run /usr/bin/agent status", CMD);
-    assert!(status.contains("active_slot=b") && status.contains("trial_slot=none"), "{status}");
+    assert!(
+        status.contains("active_slot=b") && status.contains("trial_slot=none"),
+        "{status}"
+    );
     c.send("poweroff");
     c.wait_exit(CMD);
 
@@ -129,7 +164,10 @@ fn update_cycle(board: &str) {
     c.expect("keel: ready slot=b version=0.2.0", BOOT);
     c.expect("agent: rolled back", BOOT);
     let status = c.command("run /usr/bin/agent status", CMD);
-    assert!(status.contains("active_slot=b") && status.contains("version=0.2.0"), "{status}");
+    assert!(
+        status.contains("active_slot=b") && status.contains("version=0.2.0"),
+        "{status}"
+    );
     c.send("poweroff");
     c.wait_exit(CMD);
 }

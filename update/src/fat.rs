@@ -93,7 +93,14 @@ fn next_cluster(card: &mut Card, part: u8, g: &Geometry, c: u32) -> Result<Optio
         let mut b = [0u8; 2];
         card.read_at(part, g.fat_offset + c as u64 * 3 / 2, &mut b)?;
         let v = u16::from_le_bytes(b) as u32;
-        (if c % 2 == 0 { v & 0xfff } else { v >> 4 }, 0xff8)
+        (
+            if c.is_multiple_of(2) {
+                v & 0xfff
+            } else {
+                v >> 4
+            },
+            0xff8,
+        )
     };
     Ok(if next >= end || next < 2 {
         None

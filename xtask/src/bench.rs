@@ -57,6 +57,7 @@ impl Bench {
         rows.push(self.squashfs(&built.image, &built.cfg, work.path())?);
         rows.extend(self.apply(&built.dir, work.path())?);
         rows.extend(self.binary_sizes(&built.cfg)?);
+        rows.extend(self.boot(&built, work.path())?);
 
         println!(
             "\n{:<44} {:>14} {:>14} {:>8}  target",
@@ -211,6 +212,45 @@ impl Bench {
             ratio: format!("+{:.1}", (full.saturating_sub(idle)) as f64 / 1024.0),
             target: "< 16 MiB",
         })
+    }
+
+    /// init's memory and time to ready on the booted QEMU device, next to
+    /// busybox booting the same kernel to a shell.
+    fn boot(&self, built: &crate::build::Built, work: &Path) -> Result<Vec<Row>> {
+        if built.cfg.qemu.is_none() {
+            return Ok(Vec::new());
+        }
+        let layout = image::layout::Layout::for_board(&built.cfg);
+        let (off, len) = layout.span(image::layout::PART_BOOT_A);
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let f = std::fs::File::open(&built.image)?;
+            Ok(image::fat::read_file(
+                image::slice::PartitionSlice::new(f, off, len)?,
+                name,
+            )?)
+        };
+        let kernel = work.join("vmlinuz");
+        std::fs::write(&kernel, read("vmlinuz")?)?;
+        let initrd = work.join("initrd.img");
+        std::fs::write(&initrd, read("initrd.img")?)?;
+        let (rss, ready, busybox) =
+            crate::bench_boot::figures(&built.cfg, &built.image, &kernel, &initrd, work)?;
+        Ok(vec![
+            Row {
+                what: "init resident memory (VmRSS, booted)".into(),
+                ours: format!("{:.2} MiB", rss / 1024.0),
+                reference: "-".into(),
+                ratio: "-".into(),
+                target: "< 2 MiB",
+            },
+            Row {
+                what: "kernel start to ready (uptime)".into(),
+                ours: format!("{ready:.2} s"),
+                reference: format!("{busybox:.2} s busybox sh"),
+                ratio: format!("{:.2}", busybox / ready.max(1e-9)),
+                target: "keel also loads modules, mounts root and /data",
+            },
+        ])
     }
 
     fn binary_sizes(&self, cfg: &image::board::BoardConfig) -> Result<Vec<Row>> {

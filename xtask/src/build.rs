@@ -64,6 +64,15 @@ impl Build {
             .unwrap_or_else(|| root.join("target/images").join(&cfg.name));
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
+        // One build per output directory at a time: they share temporary names.
+        let lock = std::fs::File::create(out_dir.join(".lock"))?;
+        if lock.try_lock().is_err() {
+            eprintln!(
+                "keel: waiting for another build of {} to finish",
+                out_dir.display()
+            );
+            lock.lock()?;
+        }
 
         host::ensure_tools(host::BUILD_TOOLS)?;
         if cfg.arch == Arch::Armv7 {
@@ -109,7 +118,10 @@ impl Build {
         let trusted = trusted_keys(&root, &cfg, &signing_key)?;
         let epoch = source_date_epoch(&root);
         let build_id = build_id(&root);
-        let overlay = self.overlay.clone().unwrap_or_else(|| root.join("rootfs-overlay"));
+        let overlay = self
+            .overlay
+            .clone()
+            .unwrap_or_else(|| root.join("rootfs-overlay"));
         let image_path = out_dir.join("sdcard.img");
         let keys_text: String = trusted
             .iter()
@@ -238,13 +250,22 @@ impl Build {
         };
         let layout = image::layout::Layout::for_board(cfg);
         let (a_off, a_len) = layout.span(image::layout::PART_BOOT_A);
-        let mut card = std::fs::File::open(tmp_image)?;
+        let mut card = std::fs::File::open(tmp_image).with_context(|| {
+            format!(
+                "opening {} (another build of this board running?)",
+                tmp_image.display()
+            )
+        })?;
         std::io::Seek::seek(&mut card, std::io::SeekFrom::Start(a_off))?;
         let mut boot_a = std::io::Read::take(card, a_len);
-        let mut boot_b = std::fs::File::open(&report.boot_b_image)?;
+        let mut boot_b = std::fs::File::open(&report.boot_b_image)
+            .with_context(|| format!("opening {}", report.boot_b_image.display()))?;
         let mut rootfs = &report.rootfs_image[..];
         let fw_tmp = out_dir.join("update.fw.tmp");
-        let fw = std::io::BufWriter::new(std::fs::File::create(&fw_tmp)?);
+        let fw = std::io::BufWriter::new(
+            std::fs::File::create(&fw_tmp)
+                .with_context(|| format!("creating {}", fw_tmp.display()))?,
+        );
         use bundle::{Compression::Deflate, PayloadSource};
         bundle::write_bundle(
             fw,
@@ -269,7 +290,8 @@ impl Build {
             &[key],
         )
         .context("writing update.fw")?;
-        std::fs::rename(&fw_tmp, out_dir.join("update.fw"))?;
+        std::fs::rename(&fw_tmp, out_dir.join("update.fw"))
+            .context("renaming update.fw into place")?;
         let bmap = image::bmap::generate(tmp_image, 4096)?;
         write_atomically(&out_dir.join("sdcard.img.bmap"), bmap.to_xml().as_bytes())?;
         std::fs::rename(tmp_image, out_dir.join("sdcard.img"))

@@ -48,9 +48,8 @@ impl Verify {
         r.finish()
             .with_context(|| format!("{} is not acceptable", self.file.display()))?;
         println!(
-            "{}: OK ({} {} for {}, {chunks} chunks verified)",
+            "{}: OK (version {} for {}, {chunks} chunks verified)",
             self.file.display(),
-            "version",
             m.version,
             m.board
         );

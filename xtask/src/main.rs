@@ -3,6 +3,7 @@
 
 mod apply;
 mod bench;
+mod bench_boot;
 mod build;
 mod host;
 mod inspect;

@@ -112,7 +112,10 @@ impl Qemu {
                 bail!("--disk {}: no such file", d.display());
             }
             cmd.arg("-drive")
-                .arg(format!("if=none,id=extra{i},format=raw,readonly=on,file={}", d.display()))
+                .arg(format!(
+                    "if=none,id=extra{i},format=raw,readonly=on,file={}",
+                    d.display()
+                ))
                 .args(["-device", &format!("virtio-blk-device,drive=extra{i}")]);
         }
         cmd.args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);

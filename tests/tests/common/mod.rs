@@ -80,7 +80,11 @@ impl Console {
             .unwrap_or_else(|| root().join("target"));
         let mut child = Command::new(target.join("debug/xtask"))
             .args(["qemu", "--board", board, "--image", image.to_str().unwrap()])
-            .args(disks.iter().flat_map(|d| ["--disk".to_string(), d.display().to_string()]))
+            .args(
+                disks
+                    .iter()
+                    .flat_map(|d| ["--disk".to_string(), d.display().to_string()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
