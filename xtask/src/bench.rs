@@ -41,17 +41,7 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
 impl Bench {
     pub fn run(self) -> Result<()> {
         host::ensure_tools(&[("mksquashfs", "squashfs-tools"), ("dd", "coreutils")])?;
-        let built = crate::build::Build {
-            board: self.board.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            locked: false,
-            force: false,
-            out: None,
-            board_dir: None,
-            key: None,
-            overlay: None,
-        }
-        .run()?;
+        let built = crate::build::Build::defaults(&self.board).run()?;
         let work = tempfile::tempdir()?;
         let mut rows = Vec::new();
         rows.push(self.squashfs(&built.image, &built.cfg, work.path())?);

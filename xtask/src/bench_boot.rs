@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,23 +24,12 @@ fn qemu_console(
     until: &str,
 ) -> Result<String> {
     let q = cfg.qemu.as_ref().context("not a QEMU board")?;
-    let mut cmd = Command::new(&q.system);
-    cmd.args([
-        "-M",
-        &q.machine,
-        "-cpu",
-        &q.cpu,
-        "-m",
-        &q.memory,
-        "-nographic",
-        "-no-user-config",
-        "-nodefaults",
-    ])
-    .args(["-serial", "stdio", "-no-reboot", "-kernel"])
-    .arg(kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", append]);
+    let mut cmd = crate::qemu::machine(q);
+    cmd.args(["-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append]);
     if let Some(d) = disk {
         cmd.arg("-drive").arg(format!(
             "if=none,id=card,format=raw,snapshot=on,file={}",

@@ -51,6 +51,20 @@ pub struct Built {
 }
 
 impl Build {
+    /// A build of `board` with every flag at its default.
+    pub fn defaults(board: &str) -> Build {
+        Build {
+            board: board.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            locked: false,
+            force: false,
+            out: None,
+            board_dir: None,
+            key: None,
+            overlay: None,
+        }
+    }
+
     pub fn run(self) -> Result<Built> {
         let root = host::workspace_root();
         let board_dir = self

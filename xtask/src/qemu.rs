@@ -38,19 +38,7 @@ impl Qemu {
         ])?;
         let image = match self.image.clone() {
             Some(p) => p,
-            None => {
-                let b = crate::build::Build {
-                    board: cfg.name.clone(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    locked: false,
-                    force: false,
-                    out: None,
-                    board_dir: None,
-                    key: None,
-                    overlay: None,
-                };
-                b.run()?.image
-            }
+            None => crate::build::Build::defaults(&cfg.name).run()?.image,
         };
         if !image.is_file() {
             bail!(
@@ -91,20 +79,8 @@ impl Qemu {
         if self.snapshot {
             drive.push_str(",snapshot=on");
         }
-        let mut cmd = Command::new(&q.system);
-        cmd.args([
-            "-M",
-            &q.machine,
-            "-cpu",
-            &q.cpu,
-            "-m",
-            &q.memory,
-            "-nographic",
-            "-no-user-config",
-            "-nodefaults",
-        ])
-        .args(["-serial", "mon:stdio", "-bios"])
-        .arg(&bios);
+        let mut cmd = machine(&q);
+        cmd.args(["-serial", "mon:stdio", "-bios"]).arg(&bios);
         // QEMU's virt machine hands out virtio-mmio slots from the top, so
         // the device added last is the one U-Boot scans as virtio 0: the card.
         for (i, d) in self.disk.iter().enumerate() {
@@ -124,4 +100,13 @@ impl Qemu {
         let err = std::os::unix::process::CommandExt::exec(&mut cmd);
         Err(err).with_context(|| format!("starting {}", q.system))
     }
+}
+
+/// QEMU for a board's machine, CPU and memory, headless, with no default
+/// devices: callers add the console, firmware and disks.
+pub fn machine(q: &image::board::QemuConfig) -> Command {
+    let mut cmd = Command::new(&q.system);
+    cmd.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory])
+        .args(["-nographic", "-no-user-config", "-nodefaults"]);
+    cmd
 }
