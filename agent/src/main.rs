@@ -13,11 +13,14 @@ const USAGE: &str = "usage: agent <command>
 
 commands:
   status                       both slots, the running one, versions and trial state
-  update SOURCE [--allow-downgrade] [--reboot]
-                               apply a signed bundle (a file, a block device, or - for
-                               stdin) to the inactive slot; it boots next on trial;
-                               --reboot then asks init to reboot into it (with the
-                               Pi's one-shot '0 tryboot' argument where needed)
+  update SOURCE [--allow-downgrade] [--reboot] [--ca FILE]...
+                               apply a signed bundle (a file, a block device, - for
+                               stdin, or an https:// URL) to the inactive slot; it
+                               boots next on trial; --reboot then asks init to reboot
+                               into it (with the Pi's one-shot '0 tryboot' argument
+                               where needed); --ca trusts FILE's CA certificates (PEM)
+                               for the download, besides the built-in public roots
+                               and /etc/keel/ca-certificates/
   confirm                      mark the running slot good (after the health check)
   revert                       boot the other slot next (cancels a pending trial)
   run                          the boot-time daemon: confirms a slot on trial once init
@@ -104,18 +107,39 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
     let mut source = None;
     let mut allow_downgrade = false;
     let mut reboot = false;
-    for a in args {
+    let mut cas = Vec::new();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--allow-downgrade" => allow_downgrade = true,
             "--reboot" => reboot = true,
+            "--ca" => cas.push(
+                args.next()
+                    .ok_or_else(|| format!("--ca needs a FILE\n{USAGE}"))?
+                    .clone(),
+            ),
             s if source.is_none() => source = Some(s.to_string()),
             s => return Err(format!("unexpected argument '{s}'\n{USAGE}")),
         }
     }
     let source = source.ok_or_else(|| format!("update needs a SOURCE\n{USAGE}"))?;
-    if source.starts_with("http://") || source.starts_with("https://") {
-        return Err("downloading bundles is not supported by this agent yet; fetch the file and pass its path, or pipe it to `agent update -`".into());
+    let remote = source.contains("://");
+    if !cas.is_empty() && !remote {
+        return Err("--ca only applies to an https:// SOURCE".into());
     }
+    // Fail on a bad URL or CA file before touching the card.
+    let download = if remote {
+        let mut trust = net::Trust::system().map_err(|e| e.to_string())?;
+        for ca in &cas {
+            trust
+                .add_pem_file(std::path::Path::new(ca))
+                .map_err(|e| e.to_string())?;
+        }
+        net::Url::parse(&source).map_err(|e| e.to_string())?;
+        Some(trust)
+    } else {
+        None
+    };
     let dev = Device::load()?;
     let booted = dev.booted()?;
     let trusted = dev.trusted_keys()?;
@@ -130,7 +154,22 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
     };
     let flow = dev.flow()?;
     let mut card = open_card(&dev)?;
-    let applied = if source == "-" {
+    let applied = if let Some(trust) = download {
+        // A download is read once, each chunk checked before it is written
+        // (see docs/bundle.md): the device neither stores the bundle nor
+        // fetches it twice.
+        let body = net::get(&source, &trust, &net::Resolver::default())
+            .map_err(|e| format!("update not downloaded: {e}"))?;
+        match body.length {
+            Some(n) => println!(
+                "agent: downloading {} ({:.1} MiB)",
+                body.url,
+                n as f64 / 1048576.0
+            ),
+            None => println!("agent: downloading {}", body.url),
+        }
+        update::apply(body, &mut card, flow.as_ref(), &opts)
+    } else if source == "-" {
         update::apply(std::io::stdin().lock(), &mut card, flow.as_ref(), &opts)
     } else {
         let open =
@@ -145,13 +184,14 @@ fn update_cmd(args: &[String]) -> Result<(), String> {
             meta.len()
         };
         // A file can be read twice: verify all of it before writing a byte.
-        update::applier::verify(std::io::BufReader::new(open()?).take(len), &opts)
+        let verified = update::verify(std::io::BufReader::new(open()?).take(len), &opts)
             .map_err(|e| format!("update rejected: {e}"))?;
-        update::apply(
+        update::apply_verified(
             std::io::BufReader::new(open()?).take(len),
             &mut card,
             flow.as_ref(),
             &opts,
+            &verified,
         )
     }
     .map_err(|e| format!("update rejected: {e}"))?;

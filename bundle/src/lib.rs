@@ -19,7 +19,7 @@ mod writer;
 
 pub use error::BundleError;
 pub use manifest::{Chunk, Compression, Manifest, PayloadInfo};
-pub use reader::{BundleReader, PayloadReader};
+pub use reader::{BundleReader, PayloadReader, StoredChunk};
 pub use writer::{write_bundle, PayloadSource};
 
 pub const MAGIC: &[u8; 8] = b"KEELBNDL";

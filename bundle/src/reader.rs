@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::writer::read_full;
 use crate::{
-    BundleError, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_MANIFEST,
+    BundleError, Chunk, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_MANIFEST,
     MAX_SIGNATURES,
 };
 
@@ -155,9 +155,133 @@ pub struct PayloadReader<'a, R: Read> {
     stored: Vec<u8>,
 }
 
+/// One chunk's stored bytes as read from the bundle, not yet trusted: they
+/// become usable only through [`StoredChunk::check`] or
+/// [`StoredChunk::expand`], which verify them against the signed hash first.
+/// Both may run on another thread than the reader.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub payload: String,
+    pub index: usize,
+    /// Byte offset of the plain chunk inside the payload.
+    pub offset: u64,
+    /// The chunk's plain length, from the signed manifest.
+    pub len: usize,
+    compression: Compression,
+    info: Chunk,
+}
+
+impl StoredChunk {
+    /// Checks the stored bytes against the signed hash.
+    pub fn check(&self, stored: &[u8]) -> Result<(), BundleError> {
+        if <[u8; 32]>::from(Sha256::digest(stored)) != self.info.stored_sha256 {
+            return Err(BundleError::ChunkHash {
+                payload: self.payload.clone(),
+                index: self.index as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `stored` against the signed hash, only then decompresses it
+    /// into `out` (resized to the chunk's length) and checks size, and with
+    /// `check_plain` the plain hash, against the signed manifest. `check_plain` may be false only when an earlier
+    /// pass decompressed the very same stored bytes and checked the result:
+    /// decompression is deterministic, so the stored hash then vouches for
+    /// the output.
+    pub fn expand(
+        &self,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+        check_plain: bool,
+    ) -> Result<(), BundleError> {
+        self.check(stored)?;
+        let mismatch = |detail: &str| BundleError::SizeMismatch {
+            payload: self.payload.clone(),
+            detail: detail.to_string(),
+        };
+        match self.compression {
+            Compression::None => {
+                if stored.len() != self.len {
+                    return Err(mismatch(
+                        "has a chunk whose length differs from its signed size",
+                    ));
+                }
+                out.clear();
+                out.extend_from_slice(stored);
+            }
+            Compression::Deflate => {
+                // Only grow: a reused buffer is overwritten, not zeroed again.
+                if out.len() < self.len {
+                    out.resize(self.len, 0);
+                }
+                out.truncate(self.len);
+                let mut dec = DeflateDecoder::new(stored);
+                let got = read_full(&mut dec, out)
+                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
+                let mut probe = [0u8; 1];
+                let more = dec
+                    .read(&mut probe)
+                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
+                if got != self.len || more != 0 {
+                    return Err(mismatch("has a chunk that decompresses to the wrong size"));
+                }
+            }
+        }
+        if check_plain && <[u8; 32]>::from(Sha256::digest(&out[..])) != self.info.sha256 {
+            return Err(BundleError::ChunkHash {
+                payload: self.payload.clone(),
+                index: self.index as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl<R: Read> PayloadReader<'_, R> {
     pub fn info(&self) -> &PayloadInfo {
         &self.info
+    }
+
+    /// Reads the next chunk's stored bytes into `stored`; None after the
+    /// last chunk. They are checked by [`StoredChunk::check`] or
+    /// [`StoredChunk::expand`] before any use.
+    pub fn next_stored(
+        &mut self,
+        stored: &mut Vec<u8>,
+    ) -> Result<Option<StoredChunk>, BundleError> {
+        let Some(chunk) = self.info.chunks.get(self.index).copied() else {
+            return Ok(None);
+        };
+        let name = &self.info.name;
+        let index = self.index;
+        // read_to_end fills spare capacity without zeroing it first.
+        stored.clear();
+        (&mut *self.r)
+            .take(chunk.stored)
+            .read_to_end(stored)
+            .map_err(BundleError::Io)?;
+        if stored.len() as u64 != chunk.stored {
+            return Err(BundleError::Truncated(format!(
+                "payload '{name}' ends early"
+            )));
+        }
+        let offset = index as u64 * self.chunk_size;
+        let last = index + 1 == self.info.chunks.len();
+        let len = if last {
+            self.info.size - offset
+        } else {
+            self.chunk_size
+        };
+        self.index += 1;
+        Ok(Some(StoredChunk {
+            payload: name.clone(),
+            index,
+            offset,
+            len: len as usize,
+            compression: self.info.compression,
+            info: chunk,
+        }))
     }
 
     /// Fills `buf` with the next chunk and returns its length, or None after
@@ -165,67 +289,13 @@ impl<R: Read> PayloadReader<'_, R> {
     /// hash before they are decompressed, and the result against its own
     /// signed hash and size, so nothing unverified ever leaves this function.
     pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, BundleError> {
-        let Some(chunk) = self.info.chunks.get(self.index).copied() else {
-            return Ok(None);
+        let mut stored = std::mem::take(&mut self.stored);
+        let result = match self.next_stored(&mut stored) {
+            Ok(Some(chunk)) => chunk.expand(&stored, buf, true).map(|()| Some(chunk.len)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
-        let name = &self.info.name;
-        let index = self.index as u64;
-        self.stored.resize(chunk.stored as usize, 0);
-        self.r
-            .read_exact(&mut self.stored)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    BundleError::Truncated(format!("payload '{name}' ends early"))
-                }
-                _ => BundleError::Io(e),
-            })?;
-        if <[u8; 32]>::from(Sha256::digest(&self.stored)) != chunk.stored_sha256 {
-            return Err(BundleError::ChunkHash {
-                payload: name.clone(),
-                index,
-            });
-        }
-        let last = self.index + 1 == self.info.chunks.len();
-        let want = if last {
-            self.info.size - index * self.chunk_size
-        } else {
-            self.chunk_size
-        };
-        let mismatch = |detail: &str| BundleError::SizeMismatch {
-            payload: name.clone(),
-            detail: detail.to_string(),
-        };
-        match self.info.compression {
-            Compression::None => {
-                if chunk.stored != want {
-                    return Err(mismatch(
-                        "has a chunk whose length differs from its signed size",
-                    ));
-                }
-                buf.clear();
-                buf.extend_from_slice(&self.stored);
-            }
-            Compression::Deflate => {
-                buf.resize(want as usize, 0);
-                let mut dec = DeflateDecoder::new(&self.stored[..]);
-                let got = read_full(&mut dec, buf)
-                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
-                let mut probe = [0u8; 1];
-                let more = dec
-                    .read(&mut probe)
-                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
-                if got as u64 != want || more != 0 {
-                    return Err(mismatch("has a chunk that decompresses to the wrong size"));
-                }
-            }
-        }
-        if <[u8; 32]>::from(Sha256::digest(&buf[..])) != chunk.sha256 {
-            return Err(BundleError::ChunkHash {
-                payload: name.clone(),
-                index,
-            });
-        }
-        self.index += 1;
-        Ok(Some(want as usize))
+        self.stored = stored;
+        result
     }
 }

@@ -131,7 +131,16 @@ fn root_template(mtime: u32) -> Result<FilesystemReader<'static>, SquashfsError>
 
 /// Reads a squashfs (at the start of `r`) into a tree: files, directories,
 /// symlinks and character devices with their permission bits.
-pub fn read<R: Read + Seek>(mut r: R) -> Result<FsTree, SquashfsError> {
+pub fn read<R: Read + Seek>(r: R) -> Result<FsTree, SquashfsError> {
+    read_where(r, |_| true)
+}
+
+/// Like [`read`], keeping only the nodes whose path (without a leading
+/// `/`) `keep` accepts; the data of other files is never decompressed.
+pub fn read_where<R: Read + Seek>(
+    mut r: R,
+    keep: impl Fn(&str) -> bool,
+) -> Result<FsTree, SquashfsError> {
     // backhand wants a `Send` buffered reader; `R` need not be `Send`, so
     // read the image (its size is in the superblock) into memory first.
     r.seek(SeekFrom::Start(0))?;
@@ -165,7 +174,7 @@ pub fn read<R: Read + Seek>(mut r: R) -> Result<FsTree, SquashfsError> {
             .to_str()
             .ok_or_else(|| SquashfsError::NotUtf8(node.fullpath.display().to_string()))?;
         let path = full.trim_start_matches('/');
-        if path.is_empty() {
+        if path.is_empty() || !keep(path) {
             continue;
         }
         let unsupported = |kind| SquashfsError::Unsupported {

@@ -34,6 +34,9 @@ pub struct Card {
     table: PartitionTable,
     /// Writes left before the card "loses power" (power-cut tests).
     write_budget: Option<u64>,
+    /// Writes left before the card starts dropping writes while reporting
+    /// success, as a worn-out SD card does (read-back tests).
+    honest_writes: Option<u64>,
 }
 
 impl Card {
@@ -55,6 +58,7 @@ impl Card {
             file,
             table,
             write_budget: None,
+            honest_writes: None,
         })
     }
 
@@ -95,6 +99,12 @@ impl Card {
         self.write_budget = Some(writes);
     }
 
+    /// Simulates a failing card for tests: after `writes` more writes,
+    /// partition writes report success but change nothing.
+    pub fn drop_writes_after(&mut self, writes: u64) {
+        self.honest_writes = Some(writes);
+    }
+
     /// Writes `buf` at `offset` inside partition `number`, never past its end.
     pub fn write_at(&mut self, number: u8, offset: u64, buf: &[u8]) -> Result<(), CardError> {
         let (start, len) = self.span(number)?;
@@ -105,6 +115,12 @@ impl Card {
                     number,
                     source: std::io::Error::other("power cut (test)"),
                 });
+            }
+            *left -= 1;
+        }
+        if let Some(left) = self.honest_writes.as_mut() {
+            if *left == 0 {
+                return Ok(());
             }
             *left -= 1;
         }
@@ -156,6 +172,40 @@ impl Card {
                 detail: format!(
                     "{n} bytes at {offset} are outside the gap before the first partition"
                 ),
+            });
+        }
+        Ok(())
+    }
+
+    /// On a block device, drops partition `number`'s clean pages from the
+    /// page cache so the next reads come from the medium, not from memory.
+    /// Call after [`Card::sync`]. An image file is left alone: there the
+    /// page cache is the file's content, and the card it is later written
+    /// to is checked by the flashing tool (bmaptool verifies).
+    pub fn drop_cached(&mut self, number: u8) -> Result<(), CardError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileTypeExt;
+        let (start, len) = self.span(number)?;
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|source| CardError::Io { number, source })?;
+        if !meta.file_type().is_block_device() {
+            return Ok(());
+        }
+        // SAFETY: plain syscall on a descriptor this struct owns.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                start as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(CardError::Io {
+                number,
+                source: std::io::Error::from_raw_os_error(rc),
             });
         }
         Ok(())

@@ -9,6 +9,6 @@ pub mod state;
 pub mod tryboot;
 pub mod uboot;
 
-pub use applier::{apply, Applied, ApplyError, ApplyOptions};
+pub use applier::{apply, apply_verified, verify, Applied, ApplyError, ApplyOptions};
 pub use card::{Card, CardError};
 pub use state::{BootFlow, BootState, Slot, StateError};

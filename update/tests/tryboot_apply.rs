@@ -368,3 +368,100 @@ fn power_cut_at_any_write_leaves_slot_a_booting() {
     assert!(Tryboot.write(&mut card, &s.confirm(Slot::B)).is_err());
     assert_eq!(Tryboot.read(&mut card).unwrap().active, Slot::A);
 }
+
+#[test]
+fn a_card_that_drops_writes_fails_the_read_back_and_keeps_booting_a() {
+    let fx = fixture();
+    let (trusted, _) = fx.opts();
+    let bundle = fx.bundle("rpi4", "0.2.0", &fx.key);
+    let mut card = Card::open(&fx.card).unwrap();
+    card.drop_writes_after(2);
+    let opts = ApplyOptions {
+        board: "rpi4",
+        running_version: "0.1.0",
+        booted: Slot::A,
+        trusted: &trusted,
+        allow_downgrade: false,
+    };
+    let err = apply(&bundle[..], &mut card, &Tryboot, &opts).unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Readback { .. }),
+        "expected a read-back failure, got: {err}"
+    );
+    assert!(err.to_string().contains("does not read back"), "{err}");
+    drop(card);
+    let mut card = Card::open(&fx.card).unwrap();
+    assert_eq!(Tryboot.read(&mut card).unwrap(), BootState::default());
+}
+
+/// A file verified in full and then changed before the write pass: the
+/// write pass re-checks what it reads, so the change is caught.
+#[test]
+fn a_bundle_changed_after_verification_is_caught() {
+    let fx = fixture();
+    let (trusted, _) = fx.opts();
+    let opts = ApplyOptions {
+        board: "rpi4",
+        running_version: "0.1.0",
+        booted: Slot::A,
+        trusted: &trusted,
+        allow_downgrade: false,
+    };
+    let good = fx.bundle("rpi4", "0.2.0", &fx.key);
+    let verified = update::verify(&good[..], &opts).unwrap();
+    // A different, equally well signed bundle swapped in.
+    let other = fx.bundle("rpi4", "0.3.0", &fx.key);
+    let pristine = std::fs::read(&fx.card).unwrap();
+    let mut card = Card::open(&fx.card).unwrap();
+    let err =
+        update::apply_verified(&other[..], &mut card, &Tryboot, &opts, &verified).unwrap_err();
+    assert!(matches!(err, ApplyError::Changed), "{err}");
+    drop(card);
+    assert!(std::fs::read(&fx.card).unwrap() == pristine, "card changed");
+    // The same manifest with a payload byte flipped after verification.
+    let mut flipped = good.clone();
+    let last = flipped.len() - 100;
+    flipped[last] ^= 0x10;
+    let mut card = Card::open(&fx.card).unwrap();
+    let err =
+        update::apply_verified(&flipped[..], &mut card, &Tryboot, &opts, &verified).unwrap_err();
+    assert!(err.to_string().contains("tampered"), "{err}");
+    assert_eq!(Tryboot.read(&mut card).unwrap(), BootState::default());
+}
+
+/// Chunks are checked on several threads; the error reported is still the
+/// one a sequential reader meets first.
+#[test]
+fn the_earliest_bad_chunk_is_the_one_reported() {
+    let fx = fixture();
+    let (trusted, _) = fx.opts();
+    let opts = ApplyOptions {
+        board: "rpi4",
+        running_version: "0.1.0",
+        booted: Slot::A,
+        trusted: &trusted,
+        allow_downgrade: false,
+    };
+    let good = fx.bundle("rpi4", "0.2.0", &fx.key);
+    let manifest = update::verify(&good[..], &opts).unwrap();
+    // Payload bytes start after the header, manifest and one signature.
+    let len = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+    let body = 16 + len + 1 + 96;
+    let rootfs = manifest.payload("rootfs").unwrap();
+    let rootfs_start = body
+        + manifest
+            .payloads
+            .iter()
+            .take_while(|p| p.name != "rootfs")
+            .map(|p| p.stored as usize)
+            .sum::<usize>();
+    let second = rootfs_start + rootfs.chunks[0].stored as usize;
+    let mut bad = good.clone();
+    bad[second + 5] ^= 1; // rootfs chunk 1
+    bad[rootfs_start + 5] ^= 1; // rootfs chunk 0
+    bad[good.len() - 5] ^= 1; // rootfs, last chunk
+    for _ in 0..5 {
+        let err = update::verify(&bad[..], &opts).unwrap_err().to_string();
+        assert!(err.contains("'rootfs'") && err.contains("chunk 0"), "{err}");
+    }
+}

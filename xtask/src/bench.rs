@@ -126,17 +126,24 @@ impl Bench {
         std::fs::copy(dir.join("sdcard.img"), &card)?;
         let exe = std::env::current_exe()?;
         let bundle = dir.join("update.fw");
-        let (ours, out) = time(|| {
-            Ok(Command::new(&exe)
-                .args(["apply", "--image"])
-                .arg(&card)
-                .arg(&bundle)
-                .arg("--allow-downgrade")
-                .output()?)
-        })?;
-        if !out.status.success() {
-            bail!("apply failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let run = |streamed: bool| -> Result<Duration> {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["apply", "--allow-downgrade", "--image"])
+                .arg(&card);
+            if streamed {
+                cmd.arg("-")
+                    .stdin(std::fs::File::open(&bundle).context("opening update.fw")?);
+            } else {
+                cmd.arg(&bundle);
+            }
+            let (took, out) = time(|| Ok(cmd.output()?))?;
+            if !out.status.success() {
+                bail!("apply failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(took)
+        };
+        let ours = run(false)?;
+        let streamed = run(true)?;
         let m = bundle::Manifest::parse(&manifest_text(&bundle)?)?;
         let written: u64 = m
             .payloads
@@ -159,16 +166,23 @@ impl Bench {
             Ok(())
         })?;
         let rate = |d: Duration| written as f64 / 1048576.0 / d.as_secs_f64().max(1e-9);
-        let mut rows = vec![Row {
-            what: format!(
-                "apply update.fw ({:.0} MiB to the card)",
-                written as f64 / 1048576.0
-            ),
-            ours: format!("{:.0} MiB/s", rate(ours)),
-            reference: format!("{:.0} MiB/s dd", rate(dd)),
-            ratio: format!("{:.2}", rate(ours) / rate(dd)),
-            target: ">= 0.9 of dd (includes verify pass)",
-        }];
+        let mib = written as f64 / 1048576.0;
+        let mut rows = vec![
+            Row {
+                what: format!("apply update.fw, verify + write ({mib:.0} MiB)"),
+                ours: format!("{:.0} MiB/s", rate(ours)),
+                reference: format!("{:.0} MiB/s dd", rate(dd)),
+                ratio: format!("{:.2}", rate(ours) / rate(dd)),
+                target: ">= 0.9 of dd; file: verify pass first",
+            },
+            Row {
+                what: format!("apply update.fw from stdin ({mib:.0} MiB)"),
+                ours: format!("{:.0} MiB/s", rate(streamed)),
+                reference: format!("{:.0} MiB/s dd", rate(dd)),
+                ratio: format!("{:.2}", rate(streamed) / rate(dd)),
+                target: ">= 0.9 of dd; stream: one pass",
+            },
+        ];
         let _ = std::fs::remove_file(&src);
         rows.push(self.apply_memory(work)?);
         Ok(rows)

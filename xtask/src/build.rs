@@ -89,8 +89,9 @@ impl Build {
         }
 
         host::ensure_tools(host::BUILD_TOOLS)?;
-        if cfg.arch == Arch::Armv7 {
-            host::ensure_tools(host::ARMV7_TOOLS)?;
+        match cfg.arch {
+            Arch::Armv7 => host::ensure_tools(host::ARMV7_TOOLS)?,
+            Arch::Aarch64 => host::ensure_tools(host::AARCH64_TOOLS)?,
         }
         let (init, agent) = build_device_binaries(cfg.arch)?;
 

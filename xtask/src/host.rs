@@ -41,6 +41,16 @@ pub const ARMV7_TOOLS: &[Tool] = &[
     ),
 ];
 
+/// The agent's TLS (ring) has C and assembly, compiled for the musl target
+/// by Debian's cross gcc against its cross libc headers.
+pub const AARCH64_TOOLS: &[Tool] = &[
+    ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    (
+        "/usr/aarch64-linux-gnu/include/stdint.h",
+        "libc6-dev-arm64-cross",
+    ),
+];
+
 /// What the test suite's independent cross-checks and boots need.
 pub const TEST_TOOLS: &[Tool] = &[
     ("qemu-system-aarch64", "qemu-system-arm"),
@@ -53,6 +63,11 @@ pub const TEST_TOOLS: &[Tool] = &[
     ("bmaptool", "bmap-tools"),
     ("mkimage", "u-boot-tools"),
     ("e2fsck", "e2fsprogs"),
+    // A real HTTPS server, its certificates, and a real DNS server for the
+    // agent's download tests.
+    ("python3", "python3"),
+    ("openssl", "openssl"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 fn present(tool: &str) -> bool {

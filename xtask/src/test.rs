@@ -19,6 +19,7 @@ impl Test {
     pub fn run(self) -> Result<()> {
         host::ensure_tools(host::BUILD_TOOLS)?;
         host::ensure_tools(host::ARMV7_TOOLS)?;
+        host::ensure_tools(host::AARCH64_TOOLS)?;
         host::ensure_tools(host::TEST_TOOLS)?;
         for target in [
             "aarch64-unknown-linux-musl",
