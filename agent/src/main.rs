@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("status") => status(),
-        Some("update") => update_cmd(&args[1..]),
+        Some("update") => update_cmd(&args[1..]).inspect_err(|e| record_failure(e)),
         Some("confirm") => confirm(),
         Some("revert") => revert(),
         Some("run") => run(),
@@ -61,8 +61,13 @@ fn main() -> ExitCode {
 }
 
 fn record(line: &str) {
-    use std::io::Write;
     let _ = std::fs::create_dir_all("/data/keel");
+    append_event(line);
+    println!("agent: {line}");
+}
+
+fn append_event(line: &str) {
+    use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -71,7 +76,14 @@ fn record(line: &str) {
         let _ = writeln!(f, "{line}");
         let _ = f.sync_all();
     }
-    println!("agent: {line}");
+}
+
+/// A failed update is worth reporting too; only on a device, where
+/// /data/keel exists (never create it on some other machine).
+fn record_failure(e: &str) {
+    if std::path::Path::new("/data/keel").is_dir() {
+        append_event(&format!("update failed: {}", e.replace('\n', " ")));
+    }
 }
 
 fn open_card(dev: &Device) -> Result<Card, String> {

@@ -180,6 +180,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             cfg.uboot.as_ref().map(|u| u.max_tries).unwrap_or(1),
         ),
     );
+    // /etc is read-only: whoever configures the network writes /run.
+    rootfs.symlink("etc/resolv.conf", "/run/resolv.conf");
+    if let Some(net) = &cfg.network {
+        rootfs.file("etc/keel/network", 0o644, net.to_file().into_bytes());
+    }
     for (name, text) in inputs.trusted_keys {
         rootfs.file(
             &format!("etc/keel/trusted-keys/{name}"),

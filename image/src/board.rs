@@ -167,6 +167,66 @@ pub struct UpdateConfig {
     pub min_version: String,
 }
 
+/// A static network configuration baked into the image (/etc/keel/network),
+/// applied by init at boot. Boards without one get loopback only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// e.g. "eth0"; its driver must be in `rootfs_modules` or built in.
+    pub interface: String,
+    /// IPv4 address with prefix length, e.g. "10.0.2.15/24".
+    pub address: String,
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// The /etc/keel/network file init reads.
+    pub fn to_file(&self) -> String {
+        let mut out = format!("interface={}\naddress={}\n", self.interface, self.address);
+        if let Some(gw) = &self.gateway {
+            out.push_str(&format!("gateway={gw}\n"));
+        }
+        for ns in &self.nameservers {
+            out.push_str(&format!("nameserver={ns}\n"));
+        }
+        out
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ip = |v: &str, what: &str| {
+            v.parse::<std::net::Ipv4Addr>()
+                .map(|_| ())
+                .map_err(|_| format!("[network] {what} '{v}' is not an IPv4 address"))
+        };
+        let (addr, len) = self.address.split_once('/').ok_or_else(|| {
+            format!(
+                "[network] address '{}' needs a prefix length, e.g. 10.0.2.15/24",
+                self.address
+            )
+        })?;
+        ip(addr, "address")?;
+        if len.parse::<u8>().ok().filter(|l| *l <= 32).is_none() {
+            return Err(format!(
+                "[network] address '{}': bad prefix length",
+                self.address
+            ));
+        }
+        if let Some(gw) = &self.gateway {
+            ip(gw, "gateway")?;
+        }
+        for ns in &self.nameservers {
+            ns.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("[network] nameserver '{ns}' is not an IP address"))?;
+        }
+        if self.interface.is_empty() || self.interface.len() >= 16 || self.interface.contains('/') {
+            return Err(format!("[network] bad interface name '{}'", self.interface));
+        }
+        Ok(())
+    }
+}
+
 fn default_min_version() -> String {
     "0.0.0".into()
 }
@@ -198,6 +258,7 @@ pub struct BoardConfig {
     pub qemu: Option<QemuConfig>,
     #[serde(default)]
     pub update: UpdateConfig,
+    pub network: Option<NetworkConfig>,
 }
 
 impl BoardConfig {
@@ -256,6 +317,9 @@ impl BoardConfig {
             path: path.to_owned(),
             message,
         };
+        if let Some(n) = &self.network {
+            n.validate().map_err(invalid)?;
+        }
         match self.boot_backend {
             BootBackend::Uboot if self.uboot.is_none() => {
                 return Err(invalid(

@@ -38,6 +38,7 @@ mod initramfs;
 mod logger;
 mod modules;
 mod mount;
+mod network;
 mod reaper;
 mod runtime;
 mod shutdown;

@@ -13,7 +13,7 @@ use crate::disk::{self, PartUuid, Roots};
 use crate::runtime::{self, Runtime, Setup};
 use crate::signals::SignalFd;
 use crate::spawn::DEFAULT_PATH;
-use crate::{identity, logger, modules, mount, sys};
+use crate::{identity, logger, modules, mount, network, sys};
 
 const RELEASE: &str = "/etc/keel/release";
 const DATA: &str = "/data";
@@ -92,6 +92,7 @@ pub fn run() -> ! {
         crate::log!("disable ctrl-alt-del: {e}");
     }
     load_modules();
+    network::bring_up();
 
     let cmdline = fs::read_to_string("/proc/cmdline")
         .map(|t| Cmdline::parse(&t))

@@ -63,71 +63,12 @@ impl Env {
 }
 
 fn make_certs(dir: &Path) {
-    let openssl = || {
-        let mut c = tool("openssl", "openssl");
-        c.current_dir(dir);
-        c
-    };
-    run(openssl().args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Keel test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]));
-    run(openssl().args([
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        &format!("/CN={NAME}"),
-    ]));
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!(
-            "subjectAltName=DNS:{NAME},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    run(openssl().args([
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]));
+    tool("openssl", "openssl"); // a clear message if it is missing
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-certs.sh");
+    run(Command::new("sh")
+        .arg(script)
+        .arg(dir)
+        .arg(format!("DNS:{NAME},IP:127.0.0.1")));
 }
 
 fn free_udp_port() -> u16 {

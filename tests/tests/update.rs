@@ -1,7 +1,9 @@
 //! Over-the-air updates end to end under QEMU, through Debian's U-Boot: the
-//! device applies a bundle from a second disk, boots the new slot on trial
-//! and confirms it; a version whose health check never passes rolls back by
-//! itself; a tampered bundle is rejected.
+//! device downloads a bundle over HTTPS (from a real server on the host's
+//! loopback, through QEMU's user network) or reads it from a second disk,
+//! boots the new slot on trial and confirms it; a version whose health check
+//! never passes rolls back by itself; tampered or cut-off bundles are
+//! rejected.
 
 mod common;
 
@@ -99,15 +101,38 @@ fn update_cycle(board: &str) {
     std::fs::copy(v1_dir.join("sdcard.img"), &card).unwrap();
     let v1 = env!("CARGO_PKG_VERSION");
 
-    // 1. Version 1 on slot A applies version 2 and reboots into it.
-    let disk = bundle_disk(&v2.join("update.fw"), work.path(), "v2.disk", false);
-    let mut c = Console::boot_with(board, &card, &[&disk]);
+    // The update server: v2, a tampered v2, and (/cut) v2 hung up halfway.
+    let www = work.path().join("www");
+    std::fs::create_dir_all(www.join("files")).unwrap();
+    std::fs::copy(v2.join("update.fw"), www.join("v2.fw")).unwrap();
+    std::fs::copy(v2.join("update.fw"), www.join("files/payload.bin")).unwrap();
+    let mut tampered = std::fs::read(v2.join("update.fw")).unwrap();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x10;
+    std::fs::write(www.join("tampered.fw"), tampered).unwrap();
+    let server = HttpsServer::start(&www, &work.path().join("certs"), "IP:10.0.2.2");
+    let url = |path: &str| format!("https://10.0.2.2:{}/{path}", server.port);
+
+    // 1. Version 1 on slot A downloads version 2 and reboots into it.
+    let mut c = Console::boot(board, &card);
     c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
     assert!(c
         .command("write /data/precious kept-across-updates", CMD)
         .contains("keel: ok"));
-    let dev = bundle_device(&mut c);
-    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    // The server's CA is private: without --ca the download is refused.
+    let out = c.command(&format!("run /usr/bin/agent update {}", url("v2.fw")), CMD);
+    assert!(
+        out.contains("certificate") && out.contains("--ca") && !out.contains("keel: exit=0"),
+        "{out}"
+    );
+    c.put_file(&server.ca, "/data/ca.pem", CMD);
+    let out = c.command(
+        &format!(
+            "run /usr/bin/agent update {} --ca /data/ca.pem",
+            url("v2.fw")
+        ),
+        CMD,
+    );
     assert!(
         out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"),
         "{out}"
@@ -127,7 +152,8 @@ fn update_cycle(board: &str) {
     c.send("poweroff");
     c.wait_exit(CMD);
 
-    // 2. A tampered bundle is rejected and nothing changes.
+    // 2. Tampered bundles (from a disk, from the server) and a download cut
+    // off halfway are rejected, and nothing that boots changes.
     let bad = bundle_disk(&v2.join("update.fw"), work.path(), "bad.disk", true);
     let mut c = Console::boot_with(board, &card, &[&bad]);
     c.expect("keel: ready slot=b version=0.2.0", BOOT);
@@ -138,6 +164,24 @@ fn update_cycle(board: &str) {
         "{out}"
     );
     assert!(!out.contains("keel: exit=0"), "{out}");
+    let https = |c: &mut Console, path: &str| {
+        c.command(
+            &format!("run /usr/bin/agent update {} --ca /data/ca.pem", url(path)),
+            CMD,
+        )
+    };
+    let out = https(&mut c, "tampered.fw");
+    assert!(
+        out.contains("update rejected")
+            && out.contains("tampered")
+            && !out.contains("keel: exit=0"),
+        "{out}"
+    );
+    let out = https(&mut c, "cut");
+    assert!(
+        out.contains("update rejected") && out.contains("cut off") && !out.contains("keel: exit=0"),
+        "{out}"
+    );
     let status = c.command("run /usr/bin/agent status", CMD);
     assert!(
         status.contains("active_slot=b") && status.contains("trial_slot=none"),

@@ -81,6 +81,15 @@ impl Qemu {
         }
         let mut cmd = machine(&q);
         cmd.args(["-serial", "mon:stdio", "-bios"]).arg(&bios);
+        // User-mode networking: the guest (10.0.2.15) reaches the host's
+        // loopback as 10.0.2.2 and nothing needs privileges. Added first,
+        // so the disks keep the virtio-mmio slots U-Boot scans first.
+        cmd.args([
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-device,netdev=net0",
+        ]);
         // QEMU's virt machine hands out virtio-mmio slots from the top, so
         // the device added last is the one U-Boot scans as virtio 0: the card.
         for (i, d) in self.disk.iter().enumerate() {

@@ -209,3 +209,75 @@ impl Drop for Console {
         self.transcript();
     }
 }
+
+/// A real HTTPS server on the host's loopback (Python's http.server over
+/// OpenSSL, net/tests/https_server.py) serving `dir`, with a certificate
+/// from a CA made for this run. QEMU guests reach it as 10.0.2.2.
+pub struct HttpsServer {
+    child: Child,
+    pub port: u16,
+    /// The CA certificate (PEM) that signed the server's certificate.
+    pub ca: PathBuf,
+}
+
+impl HttpsServer {
+    /// `san`: the certificate's names, e.g. "IP:10.0.2.2".
+    pub fn start(dir: &Path, certs: &Path, san: &str) -> HttpsServer {
+        std::fs::create_dir_all(certs).unwrap();
+        let net = root().join("net/tests");
+        let out = Command::new("sh")
+            .arg(net.join("make-certs.sh"))
+            .arg(certs)
+            .arg(san)
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "making test certificates (needs openssl): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = Command::new("python3")
+            .arg(net.join("https_server.py"))
+            .arg(certs.join("server.pem"))
+            .arg(certs.join("server.key"))
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (cargo xtask test installs it)");
+        let mut port = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            port.push(byte[0] as char);
+        }
+        let port = port
+            .trim()
+            .parse()
+            .expect("the HTTPS server prints its port");
+        HttpsServer {
+            child,
+            port,
+            ca: certs.join("ca.pem"),
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Console {
+    /// Writes a host file into the guest line by line with the console's
+    /// `write` and `append` commands.
+    pub fn put_file(&mut self, host: &Path, guest: &str, timeout: Duration) {
+        let text = std::fs::read_to_string(host).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let verb = if i == 0 { "write" } else { "append" };
+            let out = self.command(&format!("{verb} {guest} {line}"), timeout);
+            assert!(out.contains("keel: ok"), "{verb} {guest}: {out}");
+        }
+    }
+}
