@@ -402,14 +402,20 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
         trusted: &trusted,
         allow_downgrade: false,
     };
-    let src = std::io::BufReader::new(std::fs::File::open(&bundle_path)?);
+    let open = || -> Result<_> {
+        Ok(std::io::BufReader::new(std::fs::File::open(&bundle_path)?))
+    };
+    let src = open()?;
     let mut card = update::Card::open(&card_path)?;
     if mode == "apply" {
-        update::apply(
-            src,
+        // As the agent does with a file: verify it all, then write.
+        let verified = update::verify(src, &opts)?;
+        update::apply_verified(
+            open()?,
             &mut card,
             &update::uboot::Uboot { max_tries: 3 },
             &opts,
+            &verified,
         )?;
     } else {
         bundle::BundleReader::open(src, &trusted)?;
