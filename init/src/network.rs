@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 pub const CONFIG: &str = "/etc/keel/network";
 pub const RESOLV_CONF: &str = "/run/resolv.conf";
-/// The driver was loaded just before; its interface may take a moment.
-const LINK_WAIT: Duration = Duration::from_secs(3);
+/// How long a late interface (a USB adapter still enumerating) is waited
+/// for, off the boot path.
+const LINK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Static {
@@ -245,7 +246,28 @@ pub fn bring_up() {
             return;
         }
     };
-    match configure(&cfg) {
+    if Path::new("/sys/class/net").join(&cfg.interface).exists() {
+        report(&cfg, configure(&cfg));
+        return;
+    }
+    // The driver has not made the interface yet: wait for it in a child
+    // process, so boot does not wait for the network. PID 1 is still
+    // single-threaded here, so fork is safe; the runtime reaps the child.
+    // SAFETY: fork in a single-threaded process; the child only makes
+    // syscalls and leaves with _exit.
+    match unsafe { libc::fork() } {
+        0 => {
+            report(&cfg, configure(&cfg));
+            // SAFETY: ends the child without running PID 1's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        -1 => crate::log!("network: fork: {}", io::Error::last_os_error()),
+        _ => {}
+    }
+}
+
+fn report(cfg: &Static, result: io::Result<()>) {
+    match result {
         Ok(()) => crate::log!(
             "network: {} {}/{}{}",
             cfg.interface,

@@ -142,8 +142,14 @@ impl Bench {
             }
             Ok(took)
         };
-        let ours = run(false)?;
-        let streamed = run(true)?;
+        // Page-cache writeback makes single runs noisy: median of three.
+        let median = |f: &dyn Fn() -> Result<Duration>| -> Result<Duration> {
+            let mut runs = [f()?, f()?, f()?];
+            runs.sort();
+            Ok(runs[1])
+        };
+        let ours = median(&|| run(false))?;
+        let streamed = median(&|| run(true))?;
         let m = bundle::Manifest::parse(&manifest_text(&bundle)?)?;
         let written: u64 = m
             .payloads
@@ -154,16 +160,20 @@ impl Bench {
         let src = work.join("plain.bin");
         std::fs::write(&src, vec![0x5au8; written as usize])?;
         let dst = work.join("dd.img");
-        let (dd, _) = time(|| {
-            let st = Command::new("dd")
-                .arg(format!("if={}", src.display()))
-                .arg(format!("of={}", dst.display()))
-                .args(["bs=1M", "conv=fsync", "status=none"])
-                .status()?;
-            if !st.success() {
-                bail!("dd failed");
-            }
-            Ok(())
+        let dd = median(&|| {
+            let _ = std::fs::remove_file(&dst);
+            let (took, ()) = time(|| {
+                let st = Command::new("dd")
+                    .arg(format!("if={}", src.display()))
+                    .arg(format!("of={}", dst.display()))
+                    .args(["bs=1M", "conv=fsync", "status=none"])
+                    .status()?;
+                if !st.success() {
+                    bail!("dd failed");
+                }
+                Ok(())
+            })?;
+            Ok(took)
         })?;
         let rate = |d: Duration| written as f64 / 1048576.0 / d.as_secs_f64().max(1e-9);
         let mib = written as f64 / 1048576.0;
@@ -402,9 +412,7 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
         trusted: &trusted,
         allow_downgrade: false,
     };
-    let open = || -> Result<_> {
-        Ok(std::io::BufReader::new(std::fs::File::open(&bundle_path)?))
-    };
+    let open = || -> Result<_> { Ok(std::io::BufReader::new(std::fs::File::open(&bundle_path)?)) };
     let src = open()?;
     let mut card = update::Card::open(&card_path)?;
     if mode == "apply" {
