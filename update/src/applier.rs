@@ -131,18 +131,23 @@ fn stream<R: Read>(
             *slot = Some((seq, e));
         }
     };
-    let failed = || {
+    // A job is skipped only when an earlier one has failed: a chunk queued
+    // before the first bad one must still be checked, or a later error met
+    // first by another worker would be the one reported.
+    let failed_before = |seq: usize| {
         first_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+            .as_ref()
+            .is_some_and(|(s, _)| *s < seq)
     };
     let (jobs, queue) = sync_channel::<Job>(1);
     let queue = Mutex::new(queue);
     let (recycle, spare) = channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         for _ in 0..workers() {
-            let (queue, recycle, fail, failed) = (&queue, recycle.clone(), &fail, &failed);
+            let (queue, recycle, fail, failed_before) =
+                (&queue, recycle.clone(), &fail, &failed_before);
             scope.spawn(move || {
                 let mut out = Vec::new();
                 loop {
@@ -150,7 +155,7 @@ fn stream<R: Read>(
                         Ok(job) => job,
                         Err(_) => break,
                     };
-                    if !failed() {
+                    if !failed_before(job.seq) {
                         let done = match job.part {
                             Some(part) => job
                                 .chunk
@@ -185,7 +190,7 @@ fn stream<R: Read>(
                 }
             };
             loop {
-                if failed() {
+                if failed_before(usize::MAX) {
                     break 'payloads;
                 }
                 let mut stored = spare.try_recv().unwrap_or_default();
