@@ -1,96 +1,103 @@
 //! What the agent knows about the device it runs on: the release file, the
-//! kernel command line, the card it booted from and the keys it trusts.
+//! kernel command line, the card it booted from and the keys it trusts —
+//! all read through the contract's one parser for each.
 
 use std::path::{Path, PathBuf};
 
-use update::Slot;
+use keel_contract::{paths, BootBackend, KernelCmdline, Release, Slot};
+use update::BootFlow;
 
-pub const RELEASE: &str = "/etc/keel/release";
-pub const KEYS_DIR: &str = "/etc/keel/trusted-keys";
+use crate::AgentError;
 
-/// `key=value` lines, as in /etc/keel/release.
-pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// Value of `key=value` on the kernel command line.
-pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
+/// The release file and the kernel command line are small; anything
+/// larger is not what the image builder wrote.
+const MAX_TEXT: u64 = 64 * 1024;
 
 pub struct Device {
-    pub release: String,
-    pub cmdline: String,
+    pub release: Release,
+    pub cmdline: KernelCmdline,
+}
+
+fn read_text(path: &str) -> Result<String, AgentError> {
+    durable::read_to_string(Path::new(path), MAX_TEXT)
+        .map_err(AgentError::io(format!("cannot read {path}")))?
+        .ok_or_else(|| {
+            AgentError::Device(format!(
+                "{path} does not exist; is this a Keel root filesystem?"
+            ))
+        })
 }
 
 impl Device {
-    pub fn load() -> Result<Device, String> {
-        let release = std::fs::read_to_string(RELEASE)
-            .map_err(|e| format!("cannot read {RELEASE} ({e}); is this a Keel root filesystem?"))?;
+    pub fn load() -> Result<Device, AgentError> {
+        let release = Release::parse(&read_text(paths::RELEASE)?);
         let cmdline = std::fs::read_to_string("/proc/cmdline")
-            .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
-        Ok(Device { release, cmdline })
+            .map_err(AgentError::io("cannot read /proc/cmdline"))?;
+        Ok(Device {
+            release,
+            cmdline: KernelCmdline::parse(&cmdline),
+        })
     }
 
-    pub fn get(&self, key: &str) -> Result<&str, String> {
-        field(&self.release, key).ok_or_else(|| format!("{RELEASE} has no {key}="))
+    /// The slot the bootloader started (the same answer init gives).
+    pub fn booted(&self) -> Result<Slot, AgentError> {
+        Ok(self.cmdline.slot()?)
     }
 
-    pub fn booted(&self) -> Result<Slot, String> {
-        param(&self.cmdline, "keel.slot")
-            .and_then(Slot::from_letter)
-            .ok_or_else(|| "the kernel command line has no keel.slot=a|b".to_string())
+    pub fn board(&self) -> Result<&str, AgentError> {
+        Ok(self.release.board()?)
     }
 
-    pub fn flow(&self) -> Result<Box<dyn update::BootFlow>, String> {
-        match self.get("boot_backend")? {
-            "tryboot" => Ok(Box::new(update::tryboot::Tryboot)),
-            "uboot" => {
-                let max_tries = self
-                    .get("max_tries")
-                    .ok()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(3);
-                Ok(Box::new(update::uboot::Uboot { max_tries }))
-            }
-            other => Err(format!("unknown boot_backend '{other}' in {RELEASE}")),
-        }
+    pub fn version(&self) -> Result<&str, AgentError> {
+        Ok(self.release.version()?)
+    }
+
+    /// The boot backend the image was built for.
+    pub fn flow(&self) -> Result<Box<dyn BootFlow>, AgentError> {
+        Ok(match self.release.boot_backend()? {
+            BootBackend::Tryboot => Box::new(update::tryboot::Tryboot),
+            BootBackend::Uboot => Box::new(update::uboot::Uboot {
+                max_tries: self.release.max_tries()?,
+            }),
+        })
     }
 
     /// The whole disk this system booted from: the one whose MBR disk id
     /// matches the root PARTUUID on the command line.
-    pub fn card_path(&self) -> Result<PathBuf, String> {
-        let uuid = param(&self.cmdline, "keel.root")
-            .and_then(|v| v.strip_prefix("PARTUUID="))
-            .ok_or_else(|| "the kernel command line has no keel.root=PARTUUID=".to_string())?;
-        let id = uuid
-            .split('-')
-            .next()
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or("bad PARTUUID")?;
-        find_disk(Path::new("/sys/block"), Path::new("/dev"), id).ok_or_else(|| {
-            format!("no disk with id {id:08x} (from keel.root) found under /sys/block")
+    pub fn card_path(&self) -> Result<PathBuf, AgentError> {
+        let root = self.cmdline.root()?;
+        find_disk(Path::new("/sys/block"), Path::new("/dev"), root.disk).ok_or_else(|| {
+            AgentError::Device(format!(
+                "no disk with id {:08x} (from keel.root) found under /sys/block",
+                root.disk
+            ))
         })
     }
 
-    pub fn trusted_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
-        let mut keys = Vec::new();
-        let dir =
-            std::fs::read_dir(KEYS_DIR).map_err(|e| format!("cannot read {KEYS_DIR}: {e}"))?;
-        for e in dir.flatten() {
-            let k = bundle::keys::load_verifying_key(&e.path()).map_err(|e| e.to_string())?;
-            keys.push(k);
-        }
-        if keys.is_empty() {
-            return Err(format!(
-                "{KEYS_DIR} holds no keys; this image cannot accept updates"
-            ));
-        }
-        Ok(keys)
+    pub fn trusted_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, AgentError> {
+        trusted_keys(Path::new(paths::TRUSTED_KEYS_DIR))
     }
+}
+
+/// Every key file in `dir`; a file that is not a key is an error naming it.
+pub fn trusted_keys(dir: &Path) -> Result<Vec<ed25519_dalek::VerifyingKey>, AgentError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(AgentError::io(format!("cannot read {}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    let mut keys = Vec::new();
+    for p in paths {
+        keys.push(
+            bundle::keys::load_verifying_key(&p).map_err(|e| AgentError::Device(e.to_string()))?,
+        );
+    }
+    if keys.is_empty() {
+        return Err(AgentError::Device(format!(
+            "{} holds no keys; this image cannot accept updates",
+            dir.display()
+        )));
+    }
+    Ok(keys)
 }
 
 /// Scans whole disks (not partitions) for an MBR with `disk_id`.
@@ -126,8 +133,8 @@ mod tests {
 
     #[test]
     fn finds_disk_by_signature() {
-        let d = tempfile_dir();
-        let (sys, dev) = (d.join("sys"), d.join("dev"));
+        let d = tempfile::tempdir().unwrap();
+        let (sys, dev) = (d.path().join("sys"), d.path().join("dev"));
         for (name, id) in [("loop0", 7u32), ("vda", 0x1234_5678), ("vdb", 1)] {
             std::fs::create_dir_all(sys.join(name)).unwrap();
             std::fs::create_dir_all(&dev).unwrap();
@@ -139,18 +146,23 @@ mod tests {
         }
         assert_eq!(find_disk(&sys, &dev, 0x1234_5678), Some(dev.join("vda")));
         assert_eq!(find_disk(&sys, &dev, 7), None, "loop devices are skipped");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("keel-agent-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// init and the agent read the same slot from any command line.
+    #[test]
+    fn reads_the_slot_the_way_init_does() {
+        let dev = Device {
+            release: Release::default(),
+            cmdline: KernelCmdline::parse("keel.slot=a console=x keel.slot=\"B\""),
+        };
+        assert_eq!(dev.booted().unwrap(), Slot::B);
     }
 
     #[test]
-    fn parses_fields() {
-        assert_eq!(param("a keel.slot=b x", "keel.slot"), Some("b"));
-        assert_eq!(field("version=1.2\nboard=x\n", "board"), Some("x"));
+    fn a_bad_key_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("release.pub"), "not a key\n").unwrap();
+        let e = trusted_keys(d.path()).unwrap_err().to_string();
+        assert!(e.contains("release.pub"), "{e}");
     }
 }

@@ -10,7 +10,10 @@
 //! manifest, so the format version and every manifest byte are signed. See
 //! docs/bundle.md.
 
+#![forbid(unsafe_code)]
+
 mod error;
+pub mod header;
 pub mod keys;
 pub mod manifest;
 mod reader;
@@ -18,6 +21,7 @@ pub mod version;
 mod writer;
 
 pub use error::BundleError;
+pub use header::Header;
 pub use manifest::{Chunk, Compression, Manifest, PayloadInfo};
 pub use reader::{BundleReader, PayloadReader, StoredChunk};
 pub use writer::{write_bundle, PayloadSource};

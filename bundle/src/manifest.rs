@@ -72,6 +72,14 @@ impl Manifest {
         self.payloads.iter().find(|p| p.name == name)
     }
 
+    /// Every payload's stored bytes together. [`Manifest::parse`] refuses
+    /// a manifest whose sizes overflow, so this cannot.
+    pub fn stored_total(&self) -> u64 {
+        self.payloads
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.stored))
+    }
+
     pub fn to_text(&self) -> Result<String, BundleError> {
         for (k, v) in [
             ("board", &self.board),
@@ -218,6 +226,15 @@ impl Manifest {
         if m.payloads.is_empty() {
             return Err(bad("no payloads"));
         }
+        if m.payloads
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(p.stored))
+            .is_none()
+        {
+            return Err(bad(
+                "the payloads' stored sizes add up to more than 2^64 bytes",
+            ));
+        }
         for (i, p) in m.payloads.iter().enumerate() {
             if m.payloads[..i].iter().any(|q| q.name == p.name) {
                 return Err(bad(format!("payload '{}' appears twice", p.name)));
@@ -230,7 +247,11 @@ impl Manifest {
                     p.size.div_ceil(m.chunk_size)
                 )));
             }
-            if p.chunks.iter().map(|c| c.stored).sum::<u64>() != p.stored {
+            let stored = p
+                .chunks
+                .iter()
+                .try_fold(0u64, |sum, c| sum.checked_add(c.stored));
+            if stored != Some(p.stored) {
                 return Err(bad(format!(
                     "payload '{}': its chunks' stored sizes do not add up to stored",
                     p.name

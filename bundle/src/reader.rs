@@ -4,89 +4,47 @@
 
 use std::io::Read;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use flate2::read::DeflateDecoder;
 use sha2::{Digest, Sha256};
 
+use crate::header::Header;
 use crate::writer::read_full;
-use crate::{
-    BundleError, Chunk, Compression, Manifest, PayloadInfo, FORMAT_VERSION, MAGIC, MAX_MANIFEST,
-    MAX_SIGNATURES,
-};
+use crate::{BundleError, Chunk, Compression, Manifest, PayloadInfo};
 
 pub struct BundleReader<R: Read> {
     r: R,
     manifest: Manifest,
     next: usize,
     signer: VerifyingKey,
-}
-
-fn exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), BundleError> {
-    r.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            BundleError::Truncated(format!("it ends inside the {what}"))
-        }
-        _ => BundleError::Io(e),
-    })
+    header_len: u64,
 }
 
 impl<R: Read> BundleReader<R> {
     /// Reads the header, manifest and signatures; succeeds only if at least
     /// one signature is by a trusted key and verifies strictly.
     pub fn open(mut r: R, trusted: &[VerifyingKey]) -> Result<Self, BundleError> {
-        let mut head = [0u8; 16];
-        exact(&mut r, &mut head, "header")?;
-        if &head[..8] != MAGIC {
-            return Err(BundleError::Magic);
-        }
-        let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if format != FORMAT_VERSION {
-            return Err(BundleError::Format(format, FORMAT_VERSION));
-        }
-        let len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
-        if len > MAX_MANIFEST {
-            return Err(BundleError::Manifest(format!(
-                "manifest length {len} exceeds the {MAX_MANIFEST}-byte limit"
-            )));
-        }
-        let mut signed = head.to_vec();
-        signed.resize(16 + len as usize, 0);
-        exact(&mut r, &mut signed[16..], "manifest")?;
-        let mut count = [0u8; 1];
-        exact(&mut r, &mut count, "signature list")?;
-        if count[0] == 0 || count[0] > MAX_SIGNATURES {
-            return Err(BundleError::Manifest(format!(
-                "{} signatures (1 to {MAX_SIGNATURES} allowed)",
-                count[0]
-            )));
-        }
-        let mut signer = None;
-        for _ in 0..count[0] {
-            let mut entry = [0u8; 96];
-            exact(&mut r, &mut entry, "signature list")?;
-            let Ok(key) = VerifyingKey::from_bytes(entry[..32].try_into().expect("32 bytes"))
-            else {
-                continue;
-            };
-            let sig = Signature::from_bytes(entry[32..].try_into().expect("64 bytes"));
-            if signer.is_none()
-                && trusted.contains(&key)
-                && key.verify_strict(&signed, &sig).is_ok()
-            {
-                signer = Some(key);
-            }
-        }
-        let signer = signer.ok_or(BundleError::Untrusted)?;
+        let header = Header::read(&mut r)?;
+        let signer = header.verify(trusted)?;
         // Parsed only once signed: an attacker's manifest never reaches the parser.
-        let text = std::str::from_utf8(&signed[16..])
-            .map_err(|_| BundleError::Manifest("not UTF-8".into()))?;
-        let manifest = Manifest::parse(text)?;
+        let manifest = Manifest::parse(header.manifest_text()?)?;
         Ok(BundleReader {
             r,
             manifest,
             next: 0,
             signer,
+            header_len: header.len(),
         })
+    }
+
+    /// The bundle's whole length: header and every payload's stored bytes
+    /// (the manifest's parser has checked that the sum fits).
+    pub fn len(&self) -> u64 {
+        self.header_len + self.manifest.stored_total()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
     }
 
     pub fn manifest(&self) -> &Manifest {

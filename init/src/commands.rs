@@ -33,32 +33,18 @@ pub fn cat(path: &Path, out: &mut impl Write) -> io::Result<()> {
     out.flush()
 }
 
-/// Replaces `path` with `text` plus a newline and makes it durable: the
-/// file is fsynced, then its directory, so a power cut after `keel: ok`
-/// cannot lose the file's name (ext4 commits the two separately).
+/// Replaces `path` with `text` plus a newline, durably and atomically
+/// (`durable::replace`): a power cut after `keel: ok` cannot lose it, nor
+/// leave half of it. A symlink at `path` is replaced, never followed.
 pub fn write(path: &Path, text: &str) -> io::Result<()> {
-    let mut file = fs::File::create(path).map_err(|e| ctx("write", path, e))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| ctx("write", path, e))?;
-    sync_parent(path)
+    durable::replace(path, format!("{text}\n").as_bytes(), 0o644).map_err(|e| ctx("write", path, e))
 }
 
 /// Adds `text` plus a newline to the end of `path` (creating it), made
 /// durable like `write`. With `write`, builds a multi-line file one
 /// console line at a time (a services.toml for tests, say).
 pub fn append(path: &Path, text: &str) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ctx("append", path, e))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| ctx("append", path, e))?;
-    sync_parent(path)
+    durable::append_line(path, text, 0o644).map_err(|e| ctx("append", path, e))
 }
 
 /// `mkdir -p`.
@@ -80,13 +66,8 @@ pub fn rm(path: &Path) -> io::Result<()> {
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ctx("fsync directory", dir, e))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    durable::sync_dir(dir).map_err(|e| ctx("fsync directory", dir, e))
 }
 
 /// `ls -l`-style type and permission letters for a mode.

@@ -12,12 +12,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::shutdown::Kind;
+use keel_contract::control;
+pub use keel_contract::control::{encode_reply, Request, MAX_REQUEST};
+use keel_contract::paths;
 
-pub const SOCKET: &str = "/run/keel/control.sock";
+pub const SOCKET: &str = paths::CONTROL_SOCKET;
 /// Overrides `SOCKET` for keelctl (host mode, tests).
 pub const SOCKET_ENV: &str = "KEEL_CONTROL";
-const MAX_REQUEST: usize = 1024;
 /// A client that sends no complete line (or reads no reply) in this time
 /// is dropped, so a stuck client cannot pin memory in PID 1.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,94 +35,6 @@ commands:
   kill NAME [SIGNAL]  send a signal (default TERM); the supervisor sees the exit
   reboot [ARG]        orderly reboot; ARG goes to the kernel (e.g. '0 tryboot')
   poweroff | halt     orderly power off / halt";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Status,
-    Logs(Option<String>),
-    Start(String),
-    Stop(String),
-    Restart(String),
-    Kill(String, libc::c_int),
-    Shutdown(Kind),
-}
-
-impl Request {
-    pub fn parse(line: &str) -> Result<Self, String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let usage = |u: &str| Err(format!("usage: {u}"));
-        match words.as_slice() {
-            ["status"] => Ok(Self::Status),
-            ["logs"] => Ok(Self::Logs(None)),
-            ["logs", name] => Ok(Self::Logs(Some(name.to_string()))),
-            ["start", name] => Ok(Self::Start(name.to_string())),
-            ["stop", name] => Ok(Self::Stop(name.to_string())),
-            ["restart", name] => Ok(Self::Restart(name.to_string())),
-            ["kill", name] => Ok(Self::Kill(name.to_string(), libc::SIGTERM)),
-            ["kill", name, sig] => Ok(Self::Kill(name.to_string(), parse_signal(sig)?)),
-            ["reboot"] => Ok(Self::Shutdown(Kind::Reboot(None))),
-            ["reboot", ..] => Ok(Self::Shutdown(Kind::Reboot(Some(words[1..].join(" "))))),
-            ["poweroff"] => Ok(Self::Shutdown(Kind::PowerOff)),
-            ["halt"] => Ok(Self::Shutdown(Kind::Halt)),
-            ["logs", ..] => usage("logs [NAME]"),
-            [cmd @ ("start" | "stop" | "restart"), ..] => usage(&format!("{cmd} NAME")),
-            ["kill", ..] => usage("kill NAME [SIGNAL]"),
-            ["status" | "poweroff" | "halt", ..] => usage(words[0]),
-            [] => Err("empty request".into()),
-            [other, ..] => Err(format!(
-                "unknown command '{}' (try: status, logs, start, stop, restart, kill, reboot, poweroff, halt)",
-                other.chars().take(40).collect::<String>()
-            )),
-        }
-    }
-}
-
-/// `TERM`, `SIGTERM`, `term` or a number.
-pub fn parse_signal(s: &str) -> Result<libc::c_int, String> {
-    if let Ok(n) = s.parse::<libc::c_int>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    Ok(match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "ABRT" => libc::SIGABRT,
-        "SEGV" => libc::SIGSEGV,
-        _ => {
-            return Err(format!(
-                "unknown signal '{s}' (a number, or TERM, KILL, HUP, INT, USR1, ...)"
-            ))
-        }
-    })
-}
-
-/// Encodes a reply: output lines, then `ok` or `error: …`.
-pub fn encode_reply(lines: &[String], result: &Result<(), String>) -> Vec<u8> {
-    let mut out = String::new();
-    for l in lines {
-        out.push_str(l);
-        out.push('\n');
-    }
-    match result {
-        Ok(()) => out.push_str("ok\n"),
-        Err(e) => {
-            out.push_str("error: ");
-            out.push_str(&e.replace('\n', " "));
-            out.push('\n');
-        }
-    }
-    out.into_bytes()
-}
 
 struct Client {
     stream: UnixStream,
@@ -307,31 +220,9 @@ pub fn keelctl(args: &[String]) -> i32 {
 }
 
 /// One request/reply exchange.
-pub fn request(path: &Path, line: &str) -> io::Result<(Vec<String>, Result<(), String>)> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect ({e}); is init running?")))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    decode_reply(&text)
-}
-
-/// Splits a reply into output lines and the final result.
-pub fn decode_reply(text: &str) -> io::Result<(Vec<String>, Result<(), String>)> {
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let last = lines.pop().unwrap_or_default();
-    let result = if last == "ok" {
-        Ok(())
-    } else if let Some(e) = last.strip_prefix("error: ") {
-        Err(e.to_string())
-    } else {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before the reply ended (init going down?)",
-        ));
-    };
-    Ok((lines, result))
+pub fn request(path: &Path, line: &str) -> io::Result<control::Reply> {
+    let req = Request::parse(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    control::request(path, &req, Duration::from_secs(30))
 }
 
 #[cfg(test)]
@@ -339,69 +230,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_requests() {
-        assert_eq!(Request::parse("status"), Ok(Request::Status));
+    fn signal_numbers_match_libc() {
+        use keel_contract::control::signal;
         assert_eq!(
-            Request::parse(" logs  agent "),
-            Ok(Request::Logs(Some("agent".into())))
-        );
-        assert_eq!(Request::parse("logs"), Ok(Request::Logs(None)));
-        assert_eq!(
-            Request::parse("restart agent"),
-            Ok(Request::Restart("agent".into()))
-        );
-        assert_eq!(
-            Request::parse("kill agent"),
-            Ok(Request::Kill("agent".into(), libc::SIGTERM))
-        );
-        assert_eq!(
-            Request::parse("kill agent 9"),
-            Ok(Request::Kill("agent".into(), 9))
-        );
-        assert_eq!(
-            Request::parse("kill agent SIGHUP"),
-            Ok(Request::Kill("agent".into(), libc::SIGHUP))
+            [
+                signal::HUP,
+                signal::INT,
+                signal::QUIT,
+                signal::ABRT,
+                signal::KILL
+            ],
+            [
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGABRT,
+                libc::SIGKILL
+            ]
         );
         assert_eq!(
-            Request::parse("reboot 0 tryboot"),
-            Ok(Request::Shutdown(Kind::Reboot(Some("0 tryboot".into()))))
+            [
+                signal::USR1,
+                signal::SEGV,
+                signal::USR2,
+                signal::TERM,
+                signal::CONT,
+                signal::STOP
+            ],
+            [
+                libc::SIGUSR1,
+                libc::SIGSEGV,
+                libc::SIGUSR2,
+                libc::SIGTERM,
+                libc::SIGCONT,
+                libc::SIGSTOP
+            ]
         );
-        assert_eq!(
-            Request::parse("reboot"),
-            Ok(Request::Shutdown(Kind::Reboot(None)))
-        );
-        assert_eq!(
-            Request::parse("poweroff"),
-            Ok(Request::Shutdown(Kind::PowerOff))
-        );
-        assert_eq!(Request::parse("stop"), Err("usage: stop NAME".into()));
-        assert_eq!(Request::parse("status now"), Err("usage: status".into()));
-        assert!(Request::parse("kill a BOGUS")
-            .unwrap_err()
-            .contains("unknown signal 'BOGUS'"));
-        assert!(Request::parse("frob")
-            .unwrap_err()
-            .starts_with("unknown command 'frob'"));
-        assert!(Request::parse("").is_err());
-    }
-
-    #[test]
-    fn replies_round_trip() {
-        let lines = vec!["a".to_string(), "b c".to_string()];
-        let ok = encode_reply(&lines, &Ok(()));
-        assert_eq!(ok, b"a\nb c\nok\n");
-        assert_eq!(
-            decode_reply(std::str::from_utf8(&ok).unwrap()).unwrap(),
-            (lines, Ok(()))
-        );
-        let err = encode_reply(&[], &Err("no\nway".into()));
-        assert_eq!(err, b"error: no way\n");
-        assert_eq!(
-            decode_reply("error: no way\n").unwrap(),
-            (vec![], Err("no way".to_string()))
-        );
-        assert!(decode_reply("half a reply\n").is_err());
-        assert!(decode_reply("").is_err());
     }
 
     #[test]

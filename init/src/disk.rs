@@ -21,42 +21,7 @@ use crate::sys;
 const SIGNATURE_OFFSET: usize = 440;
 const MBR_SIZE: usize = 512;
 
-/// An MBR partition id as written on the kernel command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartUuid {
-    pub signature: u32,
-    pub partition: u32,
-}
-
-impl PartUuid {
-    /// Parses `PARTUUID=1234abcd-05` (the `PARTUUID=` prefix is required so
-    /// a GPT-style or `/dev/…` value fails loudly instead of matching
-    /// nothing).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not PARTUUID=<8 hex digits>-<2 hex digits>");
-        let id = s.strip_prefix("PARTUUID=").ok_or_else(bad)?;
-        let (sig, part) = id.split_once('-').ok_or_else(bad)?;
-        let hex = |t: &str| t.bytes().all(|b| b.is_ascii_hexdigit());
-        if sig.len() != 8 || part.len() != 2 || !hex(sig) || !hex(part) {
-            return Err(bad());
-        }
-        let signature = u32::from_str_radix(sig, 16).map_err(|_| bad())?;
-        let partition = u32::from_str_radix(part, 16).map_err(|_| bad())?;
-        if partition == 0 {
-            return Err(format!("'{s}': partitions are numbered from 1"));
-        }
-        Ok(Self {
-            signature,
-            partition,
-        })
-    }
-}
-
-impl fmt::Display for PartUuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PARTUUID={:08x}-{:02x}", self.signature, self.partition)
-    }
-}
+pub use keel_contract::PartUuid;
 
 /// The disk signature of an MBR sector, or None if the sector has no MBR
 /// boot signature (0x55 0xAA), e.g. an unformatted or GPT-only disk.
@@ -220,9 +185,9 @@ pub fn scan(roots: &Roots, want: Option<PartUuid>) -> (Option<Found>, Scan) {
                 .and_then(|node| read_signature(&node))
                 .map_err(|e| e.to_string())
         };
-        let wanted = want.filter(|w| found.is_none() && signature == Ok(Some(w.signature)));
+        let wanted = want.filter(|w| found.is_none() && signature == Ok(Some(w.disk)));
         if let Some(want) = wanted {
-            for name in partition_names(&disk, want.partition) {
+            for name in partition_names(&disk, u32::from(want.partition)) {
                 let part_dir = sys_dir.join(&name);
                 if part_dir.is_dir() {
                     match ensure_node(roots, &part_dir, &name) {
@@ -313,40 +278,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_partuuid() {
-        let p = PartUuid::parse("PARTUUID=1234ABcd-05").unwrap();
-        assert_eq!(
-            p,
-            PartUuid {
-                signature: 0x1234_abcd,
-                partition: 5
-            }
-        );
-        assert_eq!(p.to_string(), "PARTUUID=1234abcd-05");
-        assert_eq!(
-            PartUuid::parse("PARTUUID=1234abcd-0a").unwrap().partition,
-            10
-        );
-    }
-
-    #[test]
-    fn rejects_malformed_partuuid() {
-        for bad in [
-            "",
-            "1234abcd-05",
-            "/dev/mmcblk0p5",
-            "PARTUUID=1234abc-05",
-            "PARTUUID=1234abcd-5",
-            "PARTUUID=1234abcd05",
-            "PARTUUID=+234abcd-05",
-            "PARTUUID=1234abcd-00",
-            "PARTUUID=6e3b1c0a-8c2f-4d3e-9a53-0b3c2f1a7e11",
-        ] {
-            assert!(PartUuid::parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
     fn reads_signature_little_endian() {
         let s = mbr(0xdead_beef);
         assert_eq!(&s[440..444], &[0xef, 0xbe, 0xad, 0xde]);
@@ -382,14 +313,14 @@ mod tests {
             &mbr(0x2222_2222),
             &["sda1", "sda2", "sda3", "sda4", "sda5"],
         );
-        let want = PartUuid::parse("PARTUUID=22222222-05").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=22222222-05").unwrap();
         let (found, report) = scan(&f.roots, Some(want));
         let found = found.expect("found");
         assert_eq!(found.name, "sda5");
         assert_eq!(found.node, f.roots.dev.join("sda5"));
         assert_eq!(report.disks.len(), 2);
 
-        let want = PartUuid::parse("PARTUUID=11111111-05").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=11111111-05").unwrap();
         assert_eq!(scan(&f.roots, Some(want)).0.unwrap().name, "mmcblk0p5");
     }
 
@@ -402,7 +333,7 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         fs::write(d.join("size"), "0\n").unwrap();
 
-        let want = PartUuid::parse("PARTUUID=1234abcd-05").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=1234abcd-05").unwrap();
         let err = wait_for(&f.roots, want, Duration::ZERO, Duration::ZERO).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -416,7 +347,7 @@ mod tests {
     fn short_disk_is_reported_not_fatal() {
         let f = Fake::new();
         f.disk("vda", &[0u8; 100], &[]);
-        let want = PartUuid::parse("PARTUUID=1234abcd-05").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=1234abcd-05").unwrap();
         let (found, report) = scan(&f.roots, Some(want));
         assert!(found.is_none());
         assert!(report.disks[0].signature.is_err());
@@ -425,7 +356,7 @@ mod tests {
     #[test]
     fn no_disks_says_so() {
         let f = Fake::new();
-        let want = PartUuid::parse("PARTUUID=1234abcd-05").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=1234abcd-05").unwrap();
         let err = wait_for(&f.roots, want, Duration::ZERO, Duration::ZERO).unwrap_err();
         assert!(err.to_string().contains("no disks"), "{err}");
     }
@@ -434,7 +365,7 @@ mod tests {
     fn waits_until_the_partition_appears() {
         let f = Fake::new();
         let roots = f.roots.clone();
-        let want = PartUuid::parse("PARTUUID=abcdef01-02").unwrap();
+        let want = PartUuid::from_spec("PARTUUID=abcdef01-02").unwrap();
         let t = std::thread::spawn(move || {
             wait_for(
                 &roots,
@@ -454,17 +385,6 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
-            #[test]
-            fn partuuid_round_trips(signature in any::<u32>(), partition in 1u32..=255) {
-                let p = PartUuid { signature, partition };
-                prop_assert_eq!(PartUuid::parse(&p.to_string()), Ok(p));
-            }
-
-            #[test]
-            fn partuuid_parse_never_panics(s in "\\PC{0,40}") {
-                let _ = PartUuid::parse(&s);
-            }
-
             #[test]
             fn any_sector_is_safe(sector in proptest::collection::vec(any::<u8>(), 0..1024)) {
                 let _ = mbr_signature(&sector);

@@ -12,16 +12,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cmdline::Cmdline;
-use crate::disk::{self, PartUuid, Roots};
+use keel_contract::{paths, KernelCmdline};
+
+use crate::disk::{self, Roots};
 use crate::{modules, mount, sys};
 
 /// Present only in the initramfs; selects this stage.
-pub const MARKER: &str = "/etc/keel/initramfs";
+pub const MARKER: &str = paths::INITRAMFS_MARKER;
 const MODULE_DIR: &str = "/lib/modules";
-const MODULE_LIST: &str = "/etc/keel/modules.load";
+const MODULE_LIST: &str = paths::INITRAMFS_MODULES;
 const NEWROOT: &str = "/newroot";
-const INIT: &str = "/sbin/init";
+const INIT: &str = paths::INIT;
 /// Like the kernel's rootwait, but bounded so a missing card is reported.
 const ROOT_WAIT: Duration = Duration::from_secs(10);
 const ROOT_POLL: Duration = Duration::from_millis(50);
@@ -75,20 +76,18 @@ pub fn run() -> ! {
     }
 
     let cmdline = match fs::read_to_string("/proc/cmdline") {
-        Ok(text) => Cmdline::parse(&text),
+        Ok(text) => KernelCmdline::parse(&text),
         Err(e) => fail(&format!("read /proc/cmdline: {e}")),
     };
-    let Some(root) = cmdline.root else {
-        fail("no keel.root=PARTUUID=<disk signature>-<partition> on the kernel command line");
-    };
-    let want = match PartUuid::parse(&root) {
+    let want = match cmdline.root() {
         Ok(p) => p,
-        Err(e) => fail(&format!("keel.root: {e}")),
+        Err(e) => fail(&e.to_string()),
     };
     let found = match disk::wait_for(&Roots::system(), want, ROOT_WAIT, ROOT_POLL) {
         Ok(found) => found,
         Err(_) => fail(&format!(
-            "root partition {want} not found after {ROOT_WAIT:?}"
+            "root partition {} not found after {ROOT_WAIT:?}",
+            want.spec()
         )),
     };
     let source = found.node.to_string_lossy();
@@ -100,11 +99,12 @@ pub fn run() -> ! {
         None,
     ) {
         fail(&format!(
-            "mount {source} ({want}) as squashfs on {NEWROOT}: {}",
+            "mount {source} ({}) as squashfs on {NEWROOT}: {}",
+            want.spec(),
             sys::describe(&e)
         ));
     }
-    crate::log!("initramfs: mounted {source} ({want}) on {NEWROOT}");
+    crate::log!("initramfs: mounted {source} ({}) on {NEWROOT}", want.spec());
     let err = switch_root(Path::new(NEWROOT));
     fail(&format!("switch root to {NEWROOT}: {err}"))
 }

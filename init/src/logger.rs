@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -181,9 +181,8 @@ pub fn init_pid1() {
     // default; a restarting service logs more than that.
     let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
     let mut l = lock();
-    // SAFETY: both are fresh descriptors nothing else owns.
-    l.console.fd = console.ok().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    l.kmsg = kmsg.ok().map(|fd| unsafe { File::from_raw_fd(fd) });
+    l.console.fd = console.ok();
+    l.kmsg = kmsg.ok().map(File::from);
     l.ring = Some(Ring::new(RING_BYTES));
 }
 

@@ -10,8 +10,8 @@
 //! `no_main`: std's normal entry point opens /dev/null on fds 0-2 when the
 //! kernel left them closed, and aborts when that fails — which it does in
 //! an initramfs without /dev/null, turning a missing console into a kernel
-//! panic. Our own `main` opens the console (or /dev/null) after mounting
-//! devtmpfs instead.
+//! panic. Our own `main` (the C entry point in sys/entry.rs, which calls
+//! `run`) opens the console (or /dev/null) after mounting devtmpfs instead.
 
 #![cfg_attr(not(test), no_main)]
 // The test harness has its own main, so the entry points look unused.
@@ -26,7 +26,6 @@ macro_rules! log {
 }
 pub(crate) use log;
 
-mod cmdline;
 mod commands;
 mod config;
 mod console;
@@ -92,11 +91,12 @@ const USAGE: &str = "init is Keel's PID 1; run as anything else it offers:
                                run a services.toml on this host (development, tests)
   init test-service MODE ...   stand-in services for tests";
 
+/// Picks the role; called by the C entry point (sys/entry.rs) with the
+/// process arguments.
 fn run(args: &[String]) -> libc::c_int {
     // std's entry point would ignore SIGPIPE so a write to a closed pipe
     // returns EPIPE instead of a signal; keep that behaviour.
-    // SAFETY: setting a disposition to SIG_IGN has no handler to be unsafe.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let _ = sys::signal::ignore(libc::SIGPIPE);
     install_panic_hook();
     if sys::getpid() == 1 {
         // The kernel passes unknown boot parameters as arguments: ignore.
@@ -125,24 +125,4 @@ fn run(args: &[String]) -> libc::c_int {
             1
         }
     }
-}
-
-/// The C entry point (see the module comment for why not `fn main`).
-/// std's `env::args` is not filled in without std's own entry point on
-/// every libc, so the arguments are taken from here.
-///
-/// # Safety
-///
-/// Called by the C runtime only, with `argc` valid strings in `argv`.
-#[cfg(not(test))]
-#[no_mangle]
-pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
-    let args: Vec<String> = (0..argc.max(0) as usize)
-        .map(|i| {
-            // SAFETY: the C runtime passes argc valid NUL-terminated strings.
-            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
-            arg.to_string_lossy().into_owned()
-        })
-        .collect();
-    run(&args)
 }

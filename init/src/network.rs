@@ -9,8 +9,10 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const CONFIG: &str = "/etc/keel/network";
-pub const RESOLV_CONF: &str = "/run/resolv.conf";
+use crate::sys;
+
+pub const CONFIG: &str = keel_contract::paths::NETWORK;
+pub const RESOLV_CONF: &str = keel_contract::paths::RESOLV_CONF;
 /// How long a late interface (a USB adapter still enumerating) is waited
 /// for, off the boot path.
 const LINK_WAIT: Duration = Duration::from_secs(30);
@@ -73,117 +75,13 @@ pub fn parse(text: &str) -> Result<Static, String> {
     })
 }
 
-#[repr(C, align(8))]
-struct IfReq {
-    name: [u8; 16],
-    // The kernel's union (sockaddr, flags, ifmap): 24 bytes on 64-bit,
-    // 16 on 32-bit; the larger size is harmless there.
-    data: [u8; 24],
-}
-
-impl IfReq {
-    fn new(name: &str) -> IfReq {
-        let mut r = IfReq {
-            name: [0; 16],
-            data: [0; 24],
-        };
-        r.name[..name.len()].copy_from_slice(name.as_bytes());
-        r
-    }
-    fn set_addr(&mut self, ip: Ipv4Addr) {
-        let sa = sockaddr_in(ip);
-        // SAFETY: sockaddr is 16 plain bytes and data has room for them.
-        let bytes: [u8; 16] = unsafe { std::mem::transmute(sa) };
-        self.data[..16].copy_from_slice(&bytes);
-    }
-    fn flags(&self) -> libc::c_short {
-        libc::c_short::from_ne_bytes([self.data[0], self.data[1]])
-    }
-    fn set_flags(&mut self, f: libc::c_short) {
-        self.data[..2].copy_from_slice(&f.to_ne_bytes());
-    }
-}
-
-/// `struct rtentry` from <linux/route.h>.
-#[repr(C)]
-struct RtEntry {
-    rt_pad1: libc::c_ulong,
-    rt_dst: libc::sockaddr,
-    rt_gateway: libc::sockaddr,
-    rt_genmask: libc::sockaddr,
-    rt_flags: libc::c_ushort,
-    rt_pad2: libc::c_short,
-    rt_pad3: libc::c_ulong,
-    rt_pad4: *mut libc::c_void,
-    rt_metric: libc::c_short,
-    rt_dev: *mut libc::c_char,
-    rt_mtu: libc::c_ulong,
-    rt_window: libc::c_ulong,
-    rt_irtt: libc::c_ushort,
-}
-
-const SIOCADDRT: libc::c_ulong = 0x890b;
-const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
-const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
-const SIOCSIFADDR: libc::c_ulong = 0x8916;
-const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
-const RTF_UP: libc::c_ushort = 0x1;
-const RTF_GATEWAY: libc::c_ushort = 0x2;
-
-fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr are both 16 plain bytes.
-    unsafe { std::mem::transmute(sin) }
-}
-
-struct Sock(libc::c_int);
-impl Drop for Sock {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this wrapper owns.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn socket() -> io::Result<Sock> {
-    // SAFETY: plain syscall.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Sock(fd))
-}
-
-fn ioctl<T>(s: &Sock, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: `arg` is the structure this request expects, and lives
-    // across the call. The request type differs between libcs.
-    let rc = unsafe { libc::ioctl(s.0, req as _, arg as *mut T) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn up(s: &Sock, name: &str) -> io::Result<()> {
-    let mut r = IfReq::new(name);
-    ioctl(s, SIOCGIFFLAGS, &mut r)?;
-    r.set_flags(r.flags() | libc::IFF_UP as libc::c_short);
-    ioctl(s, SIOCSIFFLAGS, &mut r)
-}
-
 /// Loopback up: the kernel gives it 127.0.0.1/8 itself.
 pub fn loopback() -> io::Result<()> {
-    up(&socket()?, "lo")
+    sys::net::Socket::new()?.interface_up("lo")
 }
 
 pub fn configure(cfg: &Static) -> io::Result<()> {
-    let s = socket()?;
+    let s = sys::net::Socket::new()?;
     let deadline = Instant::now() + LINK_WAIT;
     while !Path::new("/sys/class/net").join(&cfg.interface).exists() {
         if Instant::now() > deadline {
@@ -197,26 +95,11 @@ pub fn configure(cfg: &Static) -> io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut r = IfReq::new(&cfg.interface);
-    r.set_addr(cfg.address);
-    ioctl(&s, SIOCSIFADDR, &mut r)?;
-    let mask = if cfg.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(cfg.prefix))
-    };
-    let mut r = IfReq::new(&cfg.interface);
-    r.set_addr(Ipv4Addr::from(mask));
-    ioctl(&s, SIOCSIFNETMASK, &mut r)?;
-    up(&s, &cfg.interface)?;
+    s.set_address(&cfg.interface, cfg.address)?;
+    s.set_netmask(&cfg.interface, netmask(cfg.prefix))?;
+    s.interface_up(&cfg.interface)?;
     if let Some(gw) = cfg.gateway {
-        // SAFETY: all-zero is a valid rtentry (null pointers, zero fields).
-        let mut rt: RtEntry = unsafe { std::mem::zeroed() };
-        rt.rt_dst = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-        rt.rt_genmask = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-        rt.rt_gateway = sockaddr_in(gw);
-        rt.rt_flags = RTF_UP | RTF_GATEWAY;
-        ioctl(&s, SIOCADDRT, &mut rt)?;
+        s.add_default_route(gw)?;
     }
     let mut resolv = String::new();
     for ns in &cfg.nameservers {
@@ -253,17 +136,19 @@ pub fn bring_up() {
     // The driver has not made the interface yet: wait for it in a child
     // process, so boot does not wait for the network. PID 1 is still
     // single-threaded here, so fork is safe; the runtime reaps the child.
-    // SAFETY: fork in a single-threaded process; the child only makes
-    // syscalls and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            report(&cfg, configure(&cfg));
-            // SAFETY: ends the child without running PID 1's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        -1 => crate::log!("network: fork: {}", io::Error::last_os_error()),
-        _ => {}
+    if let Err(e) = sys::fork_child(|| report(&cfg, configure(&cfg))) {
+        crate::log!("network: fork: {e}");
     }
+}
+
+/// The netmask of a prefix length (24 -> 255.255.255.0).
+fn netmask(prefix: u8) -> Ipv4Addr {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
+    Ipv4Addr::from(mask)
 }
 
 fn report(cfg: &Static, result: io::Result<()>) {
@@ -312,12 +197,10 @@ mod tests {
     }
 
     #[test]
-    fn kernel_structures_have_the_kernel_layout() {
-        let ptr = std::mem::size_of::<usize>();
-        assert_eq!(
-            std::mem::size_of::<RtEntry>(),
-            if ptr == 8 { 120 } else { 84 }
-        );
-        assert!(std::mem::size_of::<IfReq>() >= if ptr == 8 { 40 } else { 32 });
+    fn prefix_lengths_become_netmasks() {
+        assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(netmask(8), Ipv4Addr::new(255, 0, 0, 0));
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
     }
 }

@@ -5,7 +5,6 @@
 //! remounting it read-only) before reboot(2) is what keeps ext4 from
 //! replaying its journal, or worse, on every boot.
 
-use std::fmt;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,25 +19,7 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// What the machine does at the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// Restart, optionally with an argument for the kernel's restart
-    /// handler (the Raspberry Pi's `0 tryboot` boots the trial slot once).
-    Reboot(Option<String>),
-    PowerOff,
-    Halt,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Reboot(None) => f.write_str("reboot"),
-            Self::Reboot(Some(arg)) => write!(f, "reboot ({arg})"),
-            Self::PowerOff => f.write_str("poweroff"),
-            Self::Halt => f.write_str("halt"),
-        }
-    }
-}
+pub use keel_contract::control::Shutdown as Kind;
 
 /// The reboot(2) form a `Kind` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +28,12 @@ pub enum RebootCall {
     WithArg(String),
 }
 
-impl Kind {
-    pub fn call(&self) -> RebootCall {
-        match self {
-            Self::Reboot(None) => RebootCall::Plain(libc::RB_AUTOBOOT),
-            Self::Reboot(Some(arg)) => RebootCall::WithArg(arg.clone()),
-            Self::PowerOff => RebootCall::Plain(libc::RB_POWER_OFF),
-            Self::Halt => RebootCall::Plain(libc::RB_HALT_SYSTEM),
-        }
+pub fn call(kind: &Kind) -> RebootCall {
+    match kind {
+        Kind::Reboot(None) => RebootCall::Plain(libc::RB_AUTOBOOT),
+        Kind::Reboot(Some(arg)) => RebootCall::WithArg(arg.clone()),
+        Kind::PowerOff => RebootCall::Plain(libc::RB_POWER_OFF),
+        Kind::Halt => RebootCall::Plain(libc::RB_HALT_SYSTEM),
     }
 }
 
@@ -126,7 +105,7 @@ fn unmount_data() {
 /// Asks the kernel to end the system. Only returns if it refused; a
 /// restart with an argument the kernel rejects falls back to a plain one.
 pub fn finish(kind: &Kind) -> io::Error {
-    match kind.call() {
+    match call(kind) {
         RebootCall::Plain(cmd) => match sys::reboot(cmd) {
             Ok(()) => io::Error::other("reboot(2) returned"),
             Err(e) => e,
@@ -150,13 +129,13 @@ mod tests {
     #[test]
     fn kinds_map_to_reboot_commands() {
         assert_eq!(
-            Kind::Reboot(None).call(),
+            call(&Kind::Reboot(None)),
             RebootCall::Plain(libc::RB_AUTOBOOT)
         );
-        assert_eq!(Kind::PowerOff.call(), RebootCall::Plain(libc::RB_POWER_OFF));
-        assert_eq!(Kind::Halt.call(), RebootCall::Plain(libc::RB_HALT_SYSTEM));
+        assert_eq!(call(&Kind::PowerOff), RebootCall::Plain(libc::RB_POWER_OFF));
+        assert_eq!(call(&Kind::Halt), RebootCall::Plain(libc::RB_HALT_SYSTEM));
         assert_eq!(
-            Kind::Reboot(Some("0 tryboot".into())).call(),
+            call(&Kind::Reboot(Some("0 tryboot".into()))),
             RebootCall::WithArg("0 tryboot".into())
         );
     }

@@ -8,11 +8,11 @@
 //! `reset_in_child`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
 use crate::shutdown::Kind;
+use crate::sys;
 
 /// What a received signal asks PID 1 to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,19 +49,7 @@ pub fn action(signo: libc::c_int) -> Option<Action> {
 /// Without this a program started from the console would ignore SIGTERM
 /// at shutdown.
 pub fn reset_in_child(cmd: &mut Command) -> &mut Command {
-    // SAFETY: the closure runs between fork and exec and only calls
-    // signal, sigemptyset and sigprocmask, which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
+    sys::signal::reset_in_child(cmd)
 }
 
 /// A non-blocking signalfd for the handled signals.
@@ -73,53 +61,17 @@ impl SignalFd {
     /// Blocks the handled signals for this (single-threaded) process and
     /// opens a signalfd for them.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: set is a valid sigset_t; the signal numbers are valid.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            for sig in HANDLED {
-                libc::sigaddset(&mut set, sig);
-            }
-        }
-        // SAFETY: set is initialised; the old mask is not needed.
-        let rc = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: set is initialised; -1 asks for a new descriptor.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-        if fd == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        sys::signal::block(&HANDLED)?;
         Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: sys::signal::signalfd(&HANDLED)?,
         })
     }
 
     /// Reads every pending signal number (empty when none are pending).
     pub fn drain(&self) -> Vec<libc::c_int> {
-        let mut out = Vec::new();
-        loop {
-            // SAFETY: signalfd_siginfo is plain data.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: info is valid for writes of `size` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
-            if n != size as isize {
-                // EAGAIN (nothing pending) or EINTR: a later poll wakes us
-                // again if anything is left.
-                return out;
-            }
-            out.push(info.ssi_signo as libc::c_int);
-        }
+        // Stops at EAGAIN (nothing pending) or EINTR: a later poll wakes us
+        // again if anything is left.
+        std::iter::from_fn(|| sys::signal::read_signalfd(&self.fd)).collect()
     }
 }
 
@@ -183,17 +135,10 @@ mod tests {
         // Run on a fresh thread: the mask is per thread, and std spawns
         // from the calling one.
         std::thread::spawn(|| {
-            // SAFETY: sigset_t is plain data initialised by sigemptyset.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for sig in HANDLED {
-                    libc::sigaddset(&mut set, sig);
-                }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            }
-            // SAFETY: SIG_IGN installs no handler.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            // The mask is per thread here, and sigprocmask sets the calling
+            // thread's on Linux.
+            sys::signal::block(&HANDLED).unwrap();
+            sys::signal::ignore(libc::SIGPIPE).unwrap();
             assert_ne!(child_masks(false).0, 0, "std resets the mask now?");
             let (blocked, ignored) = child_masks(true);
             assert_eq!(blocked, 0);

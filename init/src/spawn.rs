@@ -169,32 +169,10 @@ impl Os for Procs {
         }
         signals::reset_in_child(&mut cmd);
         let ready_w = notify.as_ref().map(|((_, w), n)| (w.as_raw_fd(), *n));
-        let die_with_parent = self.die_with_parent;
-        // SAFETY: between fork and exec only async-signal-safe calls:
-        // setsid, prctl, dup2, fcntl.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Its own session and process group: signals reach the
-                // whole service, and it has no controlling terminal.
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                if die_with_parent {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                }
-                if let Some((w, n)) = ready_w {
-                    let ok = if w == n {
-                        libc::fcntl(n, libc::F_SETFD, 0) != -1
-                    } else {
-                        libc::dup2(w, n) != -1
-                    };
-                    if !ok {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        // Its own session and process group, PR_SET_PDEATHSIG in host
+        // mode, and the ready fd at the number the service asked for; after
+        // the signal reset above, as pre_exec steps run in order.
+        sys::prepare_child(&mut cmd, self.die_with_parent, ready_w);
         let child = cmd.spawn()?;
         let pid = child.id() as libc::pid_t;
         // Neither waited for nor killed on drop: the reaper owns it. The

@@ -8,57 +8,26 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmdline::{Cmdline, Slot};
-use crate::disk::{self, PartUuid, Roots};
+use keel_contract::{paths, KernelCmdline, PartUuid, Release, Slot};
+
+use crate::disk::{self, Roots};
 use crate::runtime::{self, Runtime, Setup};
 use crate::signals::SignalFd;
 use crate::spawn::DEFAULT_PATH;
 use crate::{identity, logger, modules, mount, network, sys};
 
-const RELEASE: &str = "/etc/keel/release";
-const DATA: &str = "/data";
+const RELEASE: &str = paths::RELEASE;
+const DATA: &str = paths::DATA;
 /// The data partition is normally on the disk the root came from, so it is
 /// there at once; the wait only covers a slow second device.
 const DATA_WAIT: Duration = Duration::from_secs(5);
 /// Set by the initramfs stage: boot time (ms) when the kernel started it.
 pub const STARTED_ENV: &str = "KEEL_INIT_STARTED_MS";
 
-/// What /etc/keel/release says about this image.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Release {
-    pub version: Option<String>,
-    pub board: Option<String>,
-    pub build_id: Option<String>,
-}
-
-impl Release {
-    /// `key=value` lines; blank lines and `#` comments are skipped and
-    /// os-release style double quotes are removed.
-    pub fn parse(text: &str) -> Self {
-        let mut out = Self::default();
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"').to_string();
-            match key.trim() {
-                "version" => out.version = Some(value),
-                "board" => out.board = Some(value),
-                "build_id" => out.build_id = Some(value),
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
 /// The one line tests wait for.
 pub fn ready_line(slot: Option<Slot>, release: &Release) -> String {
     let slot = slot.map_or_else(|| "unknown".to_string(), |s| s.to_string());
-    let version = release.version.as_deref().unwrap_or("unknown");
+    let version = release.version().unwrap_or("unknown");
     format!("ready slot={slot} version={version}")
 }
 
@@ -95,17 +64,14 @@ pub fn run() -> ! {
     network::bring_up();
 
     let cmdline = fs::read_to_string("/proc/cmdline")
-        .map(|t| Cmdline::parse(&t))
+        .map(|t| KernelCmdline::parse(&t))
         .unwrap_or_else(|e| {
             crate::log!("read /proc/cmdline: {e}");
-            Cmdline::default()
+            KernelCmdline::default()
         });
-    mount_data(cmdline.data.as_deref());
+    mount_data(&cmdline);
 
-    let slot = cmdline.slot.as_deref().and_then(Slot::parse);
-    if slot.is_none() {
-        crate::log!("no valid keel.slot=a|b on the kernel command line");
-    }
+    let slot = cmdline.slot().inspect_err(|e| crate::log!("{e}")).ok();
     let release = match fs::read_to_string(RELEASE) {
         Ok(text) => Release::parse(&text),
         Err(e) => {
@@ -169,22 +135,21 @@ fn load_modules() {
 
 /// Mounts the data partition; every failure is logged and boot goes on so
 /// the console still comes up to investigate.
-fn mount_data(spec: Option<&str>) {
-    let Some(spec) = spec else {
-        crate::log!("no keel.data= on the kernel command line; {DATA} not mounted");
-        return;
-    };
-    let want = match PartUuid::parse(spec) {
+fn mount_data(cmdline: &KernelCmdline) {
+    let want: PartUuid = match cmdline.data() {
         Ok(w) => w,
         Err(e) => {
-            crate::log!("keel.data: {e}; {DATA} not mounted");
+            crate::log!("{e}; {DATA} not mounted");
             return;
         }
     };
     let found = match disk::wait_for(&Roots::system(), want, DATA_WAIT, Duration::from_millis(50)) {
         Ok(f) => f,
         Err(report) => {
-            crate::log!("data partition {want} not found; {DATA} not mounted");
+            crate::log!(
+                "data partition {} not found; {DATA} not mounted",
+                want.spec()
+            );
             for line in report.to_string().lines() {
                 crate::log!("{line}");
             }
@@ -196,9 +161,10 @@ fn mount_data(spec: Option<&str>) {
     // partition would survive updates of the verified root.
     let flags = libc::MS_NOATIME | libc::MS_NODEV | libc::MS_NOSUID;
     match sys::mount(Some(&source), Path::new(DATA), Some("ext4"), flags, None) {
-        Ok(()) => crate::log!("mounted {source} ({want}) on {DATA}"),
+        Ok(()) => crate::log!("mounted {source} ({}) on {DATA}", want.spec()),
         Err(e) => crate::log!(
-            "mount {source} ({want}) as ext4 on {DATA} failed: {}",
+            "mount {source} ({}) as ext4 on {DATA} failed: {}",
+            want.spec(),
             sys::describe(&e)
         ),
     }
@@ -207,17 +173,6 @@ fn mount_data(spec: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_release() {
-        let r = Release::parse(
-            "# keel\nversion=1.2.3\nboard=\"qemu-aarch64\"\n\nbuild_id = abc123 \nnonsense\n",
-        );
-        assert_eq!(r.version.as_deref(), Some("1.2.3"));
-        assert_eq!(r.board.as_deref(), Some("qemu-aarch64"));
-        assert_eq!(r.build_id.as_deref(), Some("abc123"));
-        assert_eq!(Release::parse(""), Release::default());
-    }
 
     #[test]
     fn ready_line_is_exact() {

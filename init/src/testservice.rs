@@ -7,6 +7,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::sys;
+
 const USAGE: &str = "usage: init test-service MODE
   sleep SECS            sleep (0 = forever), then exit 0
   crash SECS [CODE]     sleep, then exit CODE (default 1)
@@ -64,8 +66,7 @@ pub fn main(args: &[String]) -> i32 {
             code
         }
         ("ignore-term", _) => {
-            // SAFETY: SIG_IGN installs no handler.
-            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            let _ = sys::signal::ignore(libc::SIGTERM);
             say("ignoring SIGTERM");
             sleep(Duration::ZERO);
             0
@@ -92,8 +93,7 @@ pub fn main(args: &[String]) -> i32 {
                 say("no KEEL_READY_FD (set ready_fd in services.toml)");
                 return 1;
             };
-            // SAFETY: writing one byte from a static buffer to a descriptor.
-            unsafe { libc::write(fd, b"\n".as_ptr().cast(), 1) };
+            let _ = sys::write(fd, b"\n");
             say("ready");
             sleep(Duration::ZERO);
             0
@@ -106,23 +106,17 @@ pub fn main(args: &[String]) -> i32 {
             0
         }
         ("orphan", _) => {
-            // SAFETY: fork in a single-threaded process; the child only
-            // forks again and exits.
-            unsafe {
-                let middle = libc::fork();
-                if middle == 0 {
-                    let orphan = libc::fork();
-                    if orphan == 0 {
-                        libc::usleep(100_000);
-                        libc::_exit(0);
-                    }
-                    // Single-threaded, so formatting after fork is safe.
-                    let line = format!("test-service: orphan pid {orphan}\n");
-                    libc::write(1, line.as_ptr().cast(), line.len());
-                    libc::_exit(0);
-                }
-                // Reap the middle one: the grandchild is now an orphan.
-                libc::waitpid(middle, std::ptr::null_mut(), 0);
+            // This process is single-threaded, as fork_child requires. The
+            // middle child leaves a grandchild that outlives it by 0.1 s.
+            let middle = sys::fork_child(|| {
+                let orphan = sys::fork_child(|| std::thread::sleep(Duration::from_millis(100)))
+                    .unwrap_or(-1);
+                let line = format!("test-service: orphan pid {orphan}\n");
+                let _ = sys::write(1, line.as_bytes());
+            });
+            // Reap the middle one: the grandchild is now an orphan.
+            if let Ok(middle) = middle {
+                let _ = sys::wait_pid(middle);
             }
             say("left an orphan");
             sleep(Duration::ZERO);

@@ -3,6 +3,11 @@
 //! /bin/sh scripts as services, and `init keelctl` talks to it. Timeouts
 //! and delays are sub-second so every test is quick.
 
+// The only unsafe here is kill(2) on the supervisor we started (`Sup::signal`):
+// a test target cannot use the binary's `sys` module, and running kill(1)
+// instead would make each signal an extra process on the host.
+#![allow(unsafe_code)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -130,7 +135,8 @@ impl Sup {
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: kill on our own child's pid.
+        // SAFETY: kill(2) takes only integers; the pid is our own child,
+        // not yet waited for, so it cannot name another process.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 

@@ -3,6 +3,8 @@
 //! it on the device), the TLS trust store, and a streaming HTTPS GET the
 //! update agent reads bundles from.
 
+#![forbid(unsafe_code)]
+
 pub mod dns;
 pub mod https;
 pub mod tls;

@@ -11,7 +11,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 /// Extra CA certificates baked into the image (`*.pem`, `*.crt`).
-pub const EXTRA_CA_DIR: &str = "/etc/keel/ca-certificates";
+pub const EXTRA_CA_DIR: &str = keel_contract::paths::EXTRA_CA_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

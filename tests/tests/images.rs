@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use image::board::BootBackend;
-use image::check::{check_card, read_card};
-use image::elf::ElfArch;
-use image::fstree::NodeKind;
-use image::layout::{Layout, ALIGN};
-use image::modules::ModuleIndex;
+use image_build::board::BootBackend;
+use image_build::check::{check_card, read_card};
+use image_build::elf::ElfArch;
+use image_build::fstree::NodeKind;
+use image_build::layout::{Layout, ALIGN};
+use image_build::modules::ModuleIndex;
 
 fn file_names(files: &[(String, u64)]) -> Vec<&str> {
     files.iter().map(|(n, _)| n.as_str()).collect()
@@ -86,13 +86,13 @@ fn check_board(board: &str) {
             assert!(sel.contains(&"boot.scr"), "{board}: {sel:?}");
             // Both boot state records hold the initial state.
             let mut f = std::fs::File::open(&img).unwrap();
-            for off in image::ubootstate::COPIES {
+            for off in card_format::bootstate::COPIES {
                 let mut rec = [0u8; 512];
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).unwrap();
                 std::io::Read::read_exact(&mut f, &mut rec).unwrap();
                 assert_eq!(
-                    image::ubootstate::Record::decode(&rec),
-                    Some(image::ubootstate::Record::INITIAL)
+                    card_format::bootstate::Record::decode(&rec),
+                    Some(card_format::bootstate::Record::INITIAL)
                 );
             }
             assert!(boot.contains(&"bootargs.env"), "{board}: {boot:?}");
@@ -135,14 +135,14 @@ fn check_board(board: &str) {
 
     // Slot A's root filesystem: our init, for this board's architecture.
     let want = match cfg.arch {
-        image::board::Arch::Aarch64 => ElfArch::Aarch64,
-        image::board::Arch::Armv7 => ElfArch::Arm,
+        image_build::board::Arch::Aarch64 => ElfArch::Aarch64,
+        image_build::board::Arch::Armv7 => ElfArch::Arm,
     };
     for path in ["sbin/init", "usr/bin/agent"] {
         let Some(NodeKind::File(bytes)) = card.rootfs.get(path).map(|n| &n.kind) else {
             panic!("{board}: rootfs lacks {path}")
         };
-        let info = image::elf::inspect(bytes).unwrap();
+        let info = image_build::elf::inspect(bytes).unwrap();
         assert_eq!(info.arch, want, "{board}: {path}");
         assert!(info.static_linked, "{board}: {path} must be static");
     }
@@ -161,7 +161,7 @@ fn check_board(board: &str) {
     // Modules: the initramfs has the closure of what reaches root; the rootfs
     // has exactly the configured modules' closure.
     let kernel_root = kernel_package_root(board);
-    let kver = image::assemble::kernel_release(&kernel_root).unwrap();
+    let kver = image_build::assemble::kernel_release(&kernel_root).unwrap();
     let index = ModuleIndex::scan(&kernel_root.join("lib/modules").join(&kver)).unwrap();
     let early = index.closure(&cfg.kernel.initramfs_modules).unwrap();
     let early_names: Vec<String> = early.iter().map(|m| m.name.clone()).collect();
@@ -194,9 +194,10 @@ fn check_board(board: &str) {
         "{board}: {:?}",
         findings.problems
     );
-    let bmap =
-        image::bmap::Bmap::parse(&std::fs::read_to_string(dir.join("sdcard.img.bmap")).unwrap())
-            .unwrap();
+    let bmap = image_build::bmap::Bmap::parse(
+        &std::fs::read_to_string(dir.join("sdcard.img.bmap")).unwrap(),
+    )
+    .unwrap();
     bmap.verify(&img).unwrap();
     let sums = Command::new("sha256sum")
         .arg("-c")
@@ -214,12 +215,13 @@ fn check_board(board: &str) {
 /// Where the build unpacked the board's kernel package (from its lock file).
 fn kernel_package_root(board: &str) -> std::path::PathBuf {
     let cfg = board_config(board);
-    let lock =
-        image::lock::LockFile::load(&root().join("board-configs").join(format!("{board}.lock")))
-            .unwrap()
-            .unwrap();
+    let lock = image_build::lock::LockFile::load(
+        &root().join("board-configs").join(format!("{board}.lock")),
+    )
+    .unwrap()
+    .unwrap();
     let sha = &lock.get(&cfg.kernel.package).unwrap().sha256;
-    image::artifacts::cache_dir()
+    image_build::artifacts::cache_dir()
         .join("unpacked")
         .join(&sha[..24])
 }
@@ -333,11 +335,11 @@ fn interrupted_build_keeps_the_previous_image() {
 fn corrupted_cached_download_is_fetched_again() {
     build("qemu-aarch64");
     let _guard = lock_builds();
-    let real = image::artifacts::cache_dir();
+    let real = image_build::artifacts::cache_dir();
     let cache = tempfile::tempdir().unwrap();
     let debs = cache.path().join("debs");
     std::fs::create_dir_all(&debs).unwrap();
-    let lock = image::lock::LockFile::load(&root().join("board-configs/qemu-aarch64.lock"))
+    let lock = image_build::lock::LockFile::load(&root().join("board-configs/qemu-aarch64.lock"))
         .unwrap()
         .unwrap();
     let mut corrupted = None;
@@ -372,7 +374,7 @@ fn corrupted_cached_download_is_fetched_again() {
         err.contains("does not match its pinned sha256; fetching it again"),
         "{err}"
     );
-    let fixed = image::artifacts::sha256_file(&corrupted.unwrap()).unwrap();
+    let fixed = image_build::artifacts::sha256_file(&corrupted.unwrap()).unwrap();
     assert_eq!(fixed, lock.get("u-boot-qemu").unwrap().sha256);
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use bundle::{BundleError, BundleReader, Manifest, StoredChunk};
 use ed25519_dalek::VerifyingKey;
+use keel_contract::payload::{self, Destination};
 
 use crate::card::{Card, CardError};
 use crate::state::{BootFlow, Slot, StateError};
@@ -61,13 +62,10 @@ pub struct Applied {
 
 /// Where each payload goes when `target` is the slot being written.
 fn destination(name: &str, target: Slot) -> Result<Option<u8>, ApplyError> {
-    match name {
-        "rootfs" => Ok(Some(target.rootfs_partition())),
-        "boot-a" | "boot-b" => {
-            let slot = if name == "boot-a" { Slot::A } else { Slot::B };
-            Ok((slot == target).then(|| target.boot_partition()))
-        }
-        other => Err(ApplyError::UnknownPayload(other.to_string())),
+    match payload::destination(name, target) {
+        Some(Destination::Partition(p)) => Ok(Some(p)),
+        Some(Destination::Skip) => Ok(None),
+        None => Err(ApplyError::UnknownPayload(name.to_string())),
     }
 }
 
@@ -86,9 +84,9 @@ fn check_manifest(m: &Manifest, opts: &ApplyOptions) -> Result<(), ApplyError> {
         });
     }
     let target = opts.booted.other();
-    for needed in ["rootfs".to_string(), format!("boot-{}", target.letter())] {
-        if m.payload(&needed).is_none() {
-            return Err(ApplyError::MissingPayload(needed));
+    for needed in [payload::ROOTFS, payload::boot(target)] {
+        if m.payload(needed).is_none() {
+            return Err(ApplyError::MissingPayload(needed.to_string()));
         }
     }
     Ok(())

@@ -6,7 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use image::mbr::{PartitionTable, SECTOR};
+use card_format::fat::{FatError, PartitionIo};
+use card_format::mbr::{MbrError, PartitionTable, SECTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
@@ -16,10 +17,7 @@ pub enum CardError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Table {
-        path: PathBuf,
-        source: image::mbr::MbrError,
-    },
+    Table { path: PathBuf, source: MbrError },
     #[error("{path} has no partition {number}; is this a Keel card?")]
     NoPartition { path: PathBuf, number: u8 },
     #[error("partition {number}: {detail}")]
@@ -183,7 +181,6 @@ impl Card {
     /// page cache is the file's content, and the card it is later written
     /// to is checked by the flashing tool (bmaptool verifies).
     pub fn drop_cached(&mut self, number: u8) -> Result<(), CardError> {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileTypeExt;
         let (start, len) = self.span(number)?;
         let meta = self
@@ -193,22 +190,14 @@ impl Card {
         if !meta.file_type().is_block_device() {
             return Ok(());
         }
-        // SAFETY: plain syscall on a descriptor this struct owns.
-        let rc = unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                start as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            return Err(CardError::Io {
-                number,
-                source: std::io::Error::from_raw_os_error(rc),
-            });
-        }
-        Ok(())
+        crate::sys::drop_cached(&self.file, start, len)
+            .map_err(|source| CardError::Io { number, source })
+    }
+
+    /// One partition of the card, for code that works on a single partition
+    /// (the FAT reader).
+    pub fn partition(&mut self, number: u8) -> PartitionView<'_> {
+        PartitionView { card: self, number }
     }
 
     /// Flushes written data to the medium: the ordering point every
@@ -228,4 +217,32 @@ fn check_range(number: u8, offset: u64, n: u64, len: u64) -> Result<(), CardErro
         });
     }
     Ok(())
+}
+
+/// Byte access to one partition of a card.
+pub struct PartitionView<'a> {
+    card: &'a mut Card,
+    number: u8,
+}
+
+impl From<FatError> for CardError {
+    fn from(e: FatError) -> Self {
+        CardError::Format {
+            number: 1,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl PartitionIo for PartitionView<'_> {
+    type Error = CardError;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), CardError> {
+        self.card.read_at(self.number, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), CardError> {
+        self.card.write_at(self.number, offset, buf)
+    }
+    fn sync(&mut self) -> Result<(), CardError> {
+        self.card.sync()
+    }
 }

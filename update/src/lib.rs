@@ -2,10 +2,12 @@
 //! by the device agent on its own card and by `cargo xtask apply` on an
 //! image file: the same code, the same guarantees.
 
+#![deny(unsafe_code)]
+
 pub mod applier;
 pub mod card;
-pub mod fat;
 pub mod state;
+mod sys;
 pub mod tryboot;
 pub mod uboot;
 

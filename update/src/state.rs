@@ -1,47 +1,7 @@
 //! The boot state as a plain value with pure transitions; the backends only
 //! read and write it. Tested without a disk.
 
-/// One of the two A/B slots: a boot partition and a root filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-    pub fn letter(self) -> char {
-        match self {
-            Slot::A => 'a',
-            Slot::B => 'b',
-        }
-    }
-    pub fn from_letter(s: &str) -> Option<Slot> {
-        match s {
-            "a" => Some(Slot::A),
-            "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-    /// MBR partition numbers (see docs/layout.md).
-    pub fn boot_partition(self) -> u8 {
-        match self {
-            Slot::A => 2,
-            Slot::B => 3,
-        }
-    }
-    pub fn rootfs_partition(self) -> u8 {
-        match self {
-            Slot::A => 5,
-            Slot::B => 6,
-        }
-    }
-}
+pub use keel_contract::Slot;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {

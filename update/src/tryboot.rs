@@ -3,22 +3,25 @@
 //! so nothing is written to start it, and any reset before the new slot
 //! confirms itself returns to the default by itself.
 
-use image::tryboot::{autoboot_default, autoboot_txt};
+use card_format::autoboot;
+use card_format::fat::{find_root_file, rewrite_in_place, FileSpot};
+use keel_contract::partition::SELECTOR;
 
 use crate::card::{Card, CardError};
-use crate::fat::{find_root_file, rewrite_in_place};
-use crate::state::{BootFlow, BootState, Slot};
+use crate::state::{BootFlow, BootState};
 
-const SELECTOR: u8 = 1;
+/// `autoboot.txt` as an 8.3 directory entry name.
 const NAME: &[u8; 11] = b"AUTOBOOTTXT";
 
 pub struct Tryboot;
 
 impl Tryboot {
-    fn read_text(card: &mut Card) -> Result<(crate::fat::FileSpot, String), CardError> {
-        let spot = find_root_file(card, SELECTOR, NAME)?.ok_or_else(|| CardError::Format {
-            number: SELECTOR,
-            detail: "no autoboot.txt: this card was not built for a tryboot board".into(),
+    fn read_text(card: &mut Card) -> Result<(FileSpot, String), CardError> {
+        let spot = find_root_file(&mut card.partition(SELECTOR), NAME)?.ok_or_else(|| {
+            CardError::Format {
+                number: SELECTOR,
+                detail: "no autoboot.txt: this card was not built for a tryboot board".into(),
+            }
         })?;
         if spot.size > 512 {
             return Err(CardError::Format {
@@ -35,16 +38,10 @@ impl Tryboot {
 impl BootFlow for Tryboot {
     fn read(&self, card: &mut Card) -> Result<BootState, CardError> {
         let (_, text) = Self::read_text(card)?;
-        let active = match autoboot_default(&text) {
-            Some(p) if p == Slot::A.boot_partition() => Slot::A,
-            Some(p) if p == Slot::B.boot_partition() => Slot::B,
-            _ => {
-                return Err(CardError::Format {
-                    number: SELECTOR,
-                    detail: "autoboot.txt names no Keel boot partition".into(),
-                })
-            }
-        };
+        let active = autoboot::default_slot(&text).ok_or_else(|| CardError::Format {
+            number: SELECTOR,
+            detail: "autoboot.txt names no Keel boot partition".into(),
+        })?;
         Ok(BootState {
             active,
             trial: None,
@@ -56,14 +53,11 @@ impl BootFlow for Tryboot {
     /// length, so it is a single-sector write: old or new, never a mix.
     fn write(&self, card: &mut Card, state: &BootState) -> Result<(), CardError> {
         let (spot, old) = Self::read_text(card)?;
-        let text = autoboot_txt(
-            state.active.boot_partition(),
-            state.active.other().boot_partition(),
-        );
+        let text = autoboot::text(state.active);
         if text == old {
             return Ok(());
         }
-        rewrite_in_place(card, SELECTOR, spot, text.as_bytes())
+        rewrite_in_place(&mut card.partition(SELECTOR), spot, text.as_bytes())
     }
 
     fn trial_reboot_arg(&self) -> Option<&'static str> {

@@ -1,24 +1,16 @@
 //! The U-Boot boards' boot backend: the boot state lives in two records in
-//! raw sectors before partition 1 (`image::ubootstate`). The boot script
+//! raw sectors before partition 1 (`card_format::bootstate`). The boot script
 //! uses the valid record with the larger (seq, tries); every write, by the
 //! script or by Linux, replaces only the other record, so a torn or lost
 //! write leaves the previous state in force. See docs/uboot-boot-state.md.
 
-use image::ubootstate::{Record, COPIES, RECORD_SIZE};
+use card_format::bootstate::{Record, COPIES, RECORD_SIZE};
 
 use crate::card::{Card, CardError};
-use crate::state::{BootFlow, BootState, Slot};
+use crate::state::{BootFlow, BootState};
 
 pub struct Uboot {
     pub max_tries: u32,
-}
-
-fn slot(c: char) -> Slot {
-    if c == 'b' {
-        Slot::B
-    } else {
-        Slot::A
-    }
 }
 
 /// Both records as read from the card (None where invalid).
@@ -37,8 +29,8 @@ impl BootFlow for Uboot {
     fn read(&self, card: &mut Card) -> Result<BootState, CardError> {
         Ok(match Record::newest(read_records(card)?) {
             Some((_, r)) => BootState {
-                active: slot(r.active),
-                trial: r.trial.map(slot),
+                active: r.active,
+                trial: r.trial,
                 tries: r.tries,
             },
             None => BootState::default(),
@@ -54,8 +46,8 @@ impl BootFlow for Uboot {
         };
         let record = Record {
             seq,
-            active: state.active.letter(),
-            trial: state.trial.map(Slot::letter),
+            active: state.active,
+            trial: state.trial,
             tries: 0,
         };
         let bytes = record.encode();

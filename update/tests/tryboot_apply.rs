@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bundle::{write_bundle, Compression, Manifest, PayloadSource};
+use card_format::mbr::{Partition, PartitionTable, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX};
 use ed25519_dalek::SigningKey;
-use image::mbr::{Partition, PartitionTable, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX};
 use update::tryboot::Tryboot;
 use update::{apply, ApplyError, ApplyOptions, BootFlow, BootState, Card, Slot};
 
@@ -100,7 +100,7 @@ fn make_card(dir: &Path) -> PathBuf {
         "dosfstools",
     );
     let txt = dir.join("autoboot.txt");
-    std::fs::write(&txt, image::tryboot::autoboot_txt(2, 3)).unwrap();
+    std::fs::write(&txt, card_format::autoboot::text(Slot::A)).unwrap();
     run(
         Command::new("mcopy")
             .arg("-i")
@@ -250,7 +250,7 @@ fn apply_writes_only_the_inactive_slot_then_confirm_rewrites_autoboot() {
         .expect("mtools");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        image::tryboot::autoboot_txt(3, 2)
+        card_format::autoboot::text(Slot::B)
     );
 }
 

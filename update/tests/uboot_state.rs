@@ -1,8 +1,8 @@
 //! The U-Boot backend's two-copy boot state on a real image file: every
 //! write is atomic at the state level, whatever instant power is cut.
 
-use image::mbr::{Partition, PartitionTable, KIND_FAT32_LBA};
-use image::ubootstate::{Record, COPIES, RECORD_SIZE as ENV_SIZE};
+use card_format::bootstate::{Record, COPIES, RECORD_SIZE as ENV_SIZE};
+use card_format::mbr::{Partition, PartitionTable, KIND_FAT32_LBA};
 use update::uboot::Uboot;
 use update::{BootFlow, BootState, Card, Slot};
 
@@ -88,8 +88,8 @@ fn a_torn_or_lost_write_leaves_the_previous_state() {
     // copy over the old bytes of that copy still reads as the old state.
     let full = Record {
         seq: 2,
-        active: 'a',
-        trial: Some('b'),
+        active: Slot::A,
+        trial: Some(Slot::B),
         tries: 0,
     }
     .encode();

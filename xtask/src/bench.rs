@@ -63,22 +63,27 @@ impl Bench {
     }
 
     /// Our squashfs writer against mksquashfs on slot A's root filesystem.
-    fn squashfs(&self, img: &Path, cfg: &image::board::BoardConfig, work: &Path) -> Result<Row> {
-        let card = image::check::read_card(img, cfg).map_err(anyhow::Error::msg)?;
+    fn squashfs(
+        &self,
+        img: &Path,
+        cfg: &image_build::board::BoardConfig,
+        work: &Path,
+    ) -> Result<Row> {
+        let card = image_build::check::read_card(img, cfg).map_err(anyhow::Error::msg)?;
         let tree = card.rootfs;
         let dir = work.join("rootfs");
         for (path, node) in tree.iter() {
             let p = dir.join(path);
             match &node.kind {
-                image::fstree::NodeKind::Dir => std::fs::create_dir_all(&p)?,
-                image::fstree::NodeKind::File(d) => std::fs::write(&p, d)?,
-                image::fstree::NodeKind::Symlink(t) => std::os::unix::fs::symlink(t, &p)?,
-                image::fstree::NodeKind::CharDevice { .. } => {}
+                image_build::fstree::NodeKind::Dir => std::fs::create_dir_all(&p)?,
+                image_build::fstree::NodeKind::File(d) => std::fs::write(&p, d)?,
+                image_build::fstree::NodeKind::Symlink(t) => std::os::unix::fs::symlink(t, &p)?,
+                image_build::fstree::NodeKind::CharDevice { .. } => {}
             }
         }
         let (ours, size) = time(|| {
             let mut out = std::io::Cursor::new(Vec::new());
-            Ok(image::squashfs::write(&tree, &mut out, 0)?)
+            Ok(image_build::squashfs::write(&tree, &mut out, 0)?)
         })?;
         let reference_out = work.join("ref.squashfs");
         let (reference, _) = time(|| {
@@ -154,7 +159,7 @@ impl Bench {
         let written: u64 = m
             .payloads
             .iter()
-            .filter(|p| p.name != "boot-a")
+            .filter(|p| p.name != keel_contract::payload::BOOT_A)
             .map(|p| p.size)
             .sum();
         let src = work.join("plain.bin");
@@ -234,12 +239,12 @@ impl Bench {
         if built.cfg.qemu.is_none() {
             return Ok(Vec::new());
         }
-        let layout = image::layout::Layout::for_board(&built.cfg);
-        let (off, len) = layout.span(image::layout::PART_BOOT_A);
+        let layout = image_build::layout::Layout::for_board(&built.cfg);
+        let (off, len) = layout.span(keel_contract::partition::BOOT_A);
         let read = |name: &str| -> Result<Vec<u8>> {
             let f = std::fs::File::open(&built.image)?;
-            Ok(image::fat::read_file(
-                image::slice::PartitionSlice::new(f, off, len)?,
+            Ok(image_build::fat::read_file(
+                image_build::slice::PartitionSlice::new(f, off, len)?,
                 name,
             )?)
         };
@@ -267,7 +272,7 @@ impl Bench {
         ])
     }
 
-    fn binary_sizes(&self, cfg: &image::board::BoardConfig) -> Result<Vec<Row>> {
+    fn binary_sizes(&self, cfg: &image_build::board::BoardConfig) -> Result<Vec<Row>> {
         let dir = host::cargo_target_dir()
             .join(cfg.arch.rust_target())
             .join("device");
@@ -287,16 +292,15 @@ impl Bench {
 }
 
 fn manifest_text(bundle: &Path) -> Result<String> {
-    let bytes = std::fs::read(bundle)?;
-    let len = u32::from_le_bytes(bytes[12..16].try_into()?) as usize;
-    Ok(String::from_utf8(bytes[16..16 + len].to_vec())?)
+    let mut f = std::io::BufReader::new(std::fs::File::open(bundle)?);
+    Ok(bundle::Header::read(&mut f)?.manifest_text()?.to_string())
 }
 
 /// Hidden child for the memory figure: `make` writes a bundle with a
 /// `mib`-MiB rootfs payload into `work`; `apply` applies it to a fresh card,
 /// `open` only opens it; each prints its own peak RSS in KiB.
 pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
-    use image::mbr::{Partition, PartitionTable, KIND_FAT32_LBA, KIND_LINUX};
+    use card_format::mbr::{Partition, PartitionTable, KIND_FAT32_LBA, KIND_LINUX};
     let card_path = work.join(format!("mem-card-{mode}.img"));
     let bundle_path = work.join("mem.fw");
     let mib_s = 2048;
@@ -387,12 +391,12 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
             &header,
             &mut [
                 bundle::PayloadSource {
-                    name: "boot-b",
+                    name: keel_contract::payload::BOOT_B,
                     data: &mut &boot[..],
                     compression: bundle::Compression::Deflate,
                 },
                 bundle::PayloadSource {
-                    name: "rootfs",
+                    name: keel_contract::payload::ROOTFS,
                     data: &mut rootfs,
                     compression: bundle::Compression::Deflate,
                 },

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use image::board::BoardConfig;
-use image::fstree::{FsTree, Node, NodeKind};
+use image_build::board::BoardConfig;
+use image_build::fstree::{FsTree, Node, NodeKind};
 
 /// Runs QEMU with a kernel and initramfs, feeds `input` once `wait_for`
 /// appears, and returns the console text once `until` appears.
@@ -91,8 +91,8 @@ pub fn figures(
     keel_initrd: &Path,
     work: &Path,
 ) -> Result<(f64, f64, f64)> {
-    let layout = image::layout::Layout::for_board(cfg);
-    let append = layout.cmdline(cfg, image::layout::Slot::A);
+    let layout = image_build::layout::Layout::for_board(cfg);
+    let append = layout.cmdline(cfg, keel_contract::Slot::A);
     let text = qemu_console(
         cfg,
         kernel,
@@ -113,15 +113,15 @@ pub fn figures(
         .parse()?;
 
     // busybox-static for the same architecture, out of Debian like the kernel.
-    let cache = image::artifacts::cache_dir();
-    let mut apt = image::artifacts::Apt::new(&cache, cfg.arch.debian_arch())?;
+    let cache = image_build::artifacts::cache_dir();
+    let mut apt = image_build::artifacts::Apt::new(&cache, cfg.arch.debian_arch())?;
     let lock_path = work.join("busybox.lock");
-    let (fetched, _, _) = image::artifacts::fetch_all(
+    let (fetched, _, _) = image_build::artifacts::fetch_all(
         &mut apt,
         &["busybox-static".to_string()],
         None,
         &lock_path,
-        image::artifacts::LockMode::Update,
+        image_build::artifacts::LockMode::Update,
         &cache,
     )?;
     let busybox = std::fs::read(fetched[0].root.join("bin/busybox"))
@@ -146,7 +146,7 @@ pub fn figures(
     );
     let bb_initrd = work.join("busybox.cpio.gz");
     let mut out = std::fs::File::create(&bb_initrd)?;
-    image::cpio::write_initramfs_gz(&mut out, &tree, 0)?;
+    image_build::cpio::write_initramfs_gz(&mut out, &tree, 0)?;
     drop(out);
     let console = cfg.console.split(',').next().unwrap_or("ttyAMA0");
     // Wait for the shell itself to answer, not just the line before it.

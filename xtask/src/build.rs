@@ -2,16 +2,15 @@
 //! image, checked before it is declared good.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use image::artifacts::{self, Apt, LockMode};
-use image::assemble::{self, Inputs};
-use image::board::{Arch, BoardConfig};
-use image::lock::LockFile;
-use sha2::{Digest, Sha256};
+use image_build::artifacts::{self, Apt, LockMode};
+use image_build::assemble::{self, Inputs};
+use image_build::board::{Arch, BoardConfig};
+use image_build::lock::LockFile;
+use image_build::outputs;
 
 use crate::host;
 
@@ -129,32 +128,34 @@ impl Build {
             .map(|f| (f.locked.name.clone(), f.root.clone()))
             .collect();
 
-        let (signing_key, key_path, dev_key) = crate::keys::signing_key(self.key.as_deref())?;
-        let trusted = trusted_keys(&root, &cfg, &signing_key)?;
+        let signer = crate::keys::signer(self.key.as_deref())?;
+        let trusted = image_build::keys::trusted_keys(&root, &cfg, &signer.key)?;
         let epoch = source_date_epoch(&root);
         let build_id = build_id(&root);
         let overlay = self
             .overlay
             .clone()
             .unwrap_or_else(|| root.join("rootfs-overlay"));
-        let image_path = out_dir.join("sdcard.img");
+        let image_path = out_dir.join(outputs::IMAGE);
         let keys_text: String = trusted
             .iter()
             .map(|(n, t)| format!("{n}={t}"))
             .collect::<String>()
-            + &bundle::keys::verifying_key_text(&signing_key.verifying_key());
-        let fingerprint = fingerprint(
-            &cfg,
-            &new_lock,
-            &init,
-            &agent,
-            &overlay,
-            &format!("{}\n{keys_text}", self.version),
-            &build_id,
+            + &bundle::keys::verifying_key_text(&signer.key.verifying_key());
+        let assembler = std::env::current_exe()?;
+        let fingerprint = outputs::fingerprint(&outputs::Fingerprint {
+            cfg: &cfg,
+            lock: &new_lock,
+            assembler: &assembler,
+            init: &init,
+            agent: &agent,
+            overlay: &overlay,
+            extra: &format!("{}\n{keys_text}", self.version),
+            build_id: &build_id,
             epoch,
-        )?;
+        })?;
         let stamp = out_dir.join(".inputs");
-        let outputs_exist = OUTPUTS.iter().all(|f| out_dir.join(f).exists());
+        let outputs_exist = outputs::OUTPUTS.iter().all(|f| out_dir.join(f).exists());
         if !self.force
             && outputs_exist
             && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint)
@@ -190,18 +191,19 @@ impl Build {
         let report = report.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp_image);
         })?;
-        let result = self.finish(&cfg, &out_dir, &tmp_image, &report, &signing_key, &build_id);
+        let result = self.finish(&cfg, &out_dir, &tmp_image, &report, &signer.key, &build_id);
         let _ = std::fs::remove_file(&report.boot_b_image);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_image);
         }
         result?;
-        std::fs::write(&stamp, &fingerprint)?;
-        if dev_key {
+        durable::replace(&stamp, fingerprint.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", stamp.display()))?;
+        if signer.development {
             eprintln!(
                 "keel: WARNING: update.fw is signed with the development key {} and the image trusts it:\n\
                  keel: WARNING: for development only. Sign releases with --key PATH or KEEL_SIGNING_KEY.",
-                key_path.display()
+                signer.path.display()
             );
         }
         eprintln!(
@@ -216,36 +218,30 @@ impl Build {
         })
     }
 
-    /// Checks the assembled card, then writes the block map, the update
-    /// bundle and the checksums, renaming each into place.
+    /// Checks the assembled card, then writes the update bundle, the block
+    /// map and the checksums, renaming each into place.
     fn finish(
         &self,
         cfg: &BoardConfig,
         out_dir: &Path,
         tmp_image: &Path,
-        report: &image::assemble::Report,
+        report: &image_build::assemble::Report,
         key: &ed25519_dalek::SigningKey,
         build_id: &str,
     ) -> Result<()> {
-        let findings = image::check::check_card(tmp_image, cfg, &report.initramfs_modules);
+        let findings = image_build::check::check_card(tmp_image, cfg, &report.initramfs_modules);
         let mut problems = findings.problems;
         for u in &report.usage {
-            let pct = u.used * 100 / u.size.max(1);
-            let limit = 100 - cfg.partitions.slot_headroom_percent;
             eprintln!(
-                "keel: partition {} ({:<13}) {:>6.1} MiB of {:>6.1} MiB used ({pct}%)",
+                "keel: partition {} ({:<13}) {:>6.1} MiB of {:>6.1} MiB used ({}%)",
                 u.number,
                 u.role,
                 mib(u.used),
-                mib(u.size)
+                mib(u.size),
+                u.used * 100 / u.size.max(1)
             );
-            if u.role != "boot selector" && pct > limit {
-                problems.push(format!(
-                    "{} is {pct}% full; the board config asks for {}% headroom so later updates fit; raise its size in board-configs/{}.toml",
-                    u.role, cfg.partitions.slot_headroom_percent, cfg.name
-                ));
-            }
         }
+        problems.extend(image_build::check::headroom(cfg, &report.usage));
         if !problems.is_empty() {
             bail!(
                 "the {} image would not boot:\n  - {}",
@@ -253,110 +249,23 @@ impl Build {
                 problems.join("\n  - ")
             );
         }
-
         let progress = spinner("writing the update bundle, block map and checksums");
-        let header = bundle::Manifest {
-            board: cfg.name.clone(),
-            version: self.version.clone(),
-            min_version: cfg.update.min_version.clone(),
-            build_id: build_id.to_string(),
-            chunk_size: bundle::DEFAULT_CHUNK_SIZE,
-            payloads: Vec::new(),
-        };
-        let layout = image::layout::Layout::for_board(cfg);
-        let (a_off, a_len) = layout.span(image::layout::PART_BOOT_A);
-        let mut card = std::fs::File::open(tmp_image).with_context(|| {
-            format!(
-                "opening {} (another build of this board running?)",
-                tmp_image.display()
-            )
-        })?;
-        std::io::Seek::seek(&mut card, std::io::SeekFrom::Start(a_off))?;
-        let mut boot_a = std::io::Read::take(card, a_len);
-        let mut boot_b = std::fs::File::open(&report.boot_b_image)
-            .with_context(|| format!("opening {}", report.boot_b_image.display()))?;
-        let mut rootfs = &report.rootfs_image[..];
-        let fw_tmp = out_dir.join("update.fw.tmp");
-        let fw = std::io::BufWriter::new(
-            std::fs::File::create(&fw_tmp)
-                .with_context(|| format!("creating {}", fw_tmp.display()))?,
-        );
-        use bundle::{Compression::Deflate, PayloadSource};
-        bundle::write_bundle(
-            fw,
-            &header,
-            &mut [
-                PayloadSource {
-                    name: "boot-a",
-                    data: &mut boot_a,
-                    compression: Deflate,
-                },
-                PayloadSource {
-                    name: "boot-b",
-                    data: &mut boot_b,
-                    compression: Deflate,
-                },
-                PayloadSource {
-                    name: "rootfs",
-                    data: &mut rootfs,
-                    compression: Deflate,
-                },
-            ],
-            &[key],
-        )
-        .context("writing update.fw")?;
-        std::fs::rename(&fw_tmp, out_dir.join("update.fw"))
-            .context("renaming update.fw into place")?;
-        let bmap = image::bmap::generate(tmp_image, 4096)?;
-        write_atomically(&out_dir.join("sdcard.img.bmap"), bmap.to_xml().as_bytes())?;
-        std::fs::rename(tmp_image, out_dir.join("sdcard.img"))
-            .context("renaming the finished image into place")?;
-        let mut sums = String::new();
-        for name in &OUTPUTS[..3] {
-            let sum = artifacts::sha256_file(&out_dir.join(name))?;
-            sums.push_str(&format!("{sum}  {name}\n"));
-        }
-        write_atomically(&out_dir.join("SHA256SUMS"), sums.as_bytes())?;
+        outputs::write_update_bundle(
+            tmp_image,
+            &report.boot_b_image,
+            &report.rootfs_image,
+            &outputs::BundleHeader {
+                cfg,
+                version: &self.version,
+                build_id,
+            },
+            key,
+            &out_dir.join(outputs::BUNDLE),
+        )?;
+        outputs::finish_card(tmp_image, out_dir)?;
         progress.finish_and_clear();
         Ok(())
     }
-}
-
-/// Every output of a build; SHA256SUMS covers the others.
-pub const OUTPUTS: [&str; 4] = ["sdcard.img", "sdcard.img.bmap", "update.fw", "SHA256SUMS"];
-
-/// The keys baked into the image: the board config's list, or else the key
-/// this build signs with. A signing key the image would not trust is an error.
-fn trusted_keys(
-    root: &Path,
-    cfg: &BoardConfig,
-    key: &ed25519_dalek::SigningKey,
-) -> Result<Vec<(String, String)>> {
-    let signer = key.verifying_key();
-    if cfg.update.trusted_keys.is_empty() {
-        return Ok(vec![(
-            "build.pub".into(),
-            bundle::keys::verifying_key_text(&signer),
-        )]);
-    }
-    let mut out = Vec::new();
-    let mut signer_trusted = false;
-    for rel in &cfg.update.trusted_keys {
-        let path = root.join(rel);
-        let k = bundle::keys::load_verifying_key(&path)?;
-        signer_trusted |= k == signer;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| rel.clone());
-        out.push((name, bundle::keys::verifying_key_text(&k)));
-    }
-    if !signer_trusted {
-        bail!(
-            "the signing key is not among the board's [update] trusted_keys, so devices would reject this update; add its .pub file there or sign with a listed key"
-        );
-    }
-    Ok(out)
 }
 
 fn mib(b: u64) -> f64 {
@@ -364,7 +273,7 @@ fn mib(b: u64) -> f64 {
 }
 
 fn print_outputs(dir: &Path) -> Result<()> {
-    for name in OUTPUTS {
+    for name in outputs::OUTPUTS {
         let p = dir.join(name);
         let len = std::fs::metadata(&p)
             .with_context(|| format!("reading {}", p.display()))?
@@ -379,17 +288,6 @@ fn spinner(msg: &str) -> indicatif::ProgressBar {
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb
-}
-
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", path.display()))
 }
 
 /// Builds init and agent for the board with the `device` profile.
@@ -448,45 +346,4 @@ fn build_id(root: &Path) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Hash of everything the image is made of, so an unchanged rebuild is a no-op.
-#[allow(clippy::too_many_arguments)]
-fn fingerprint(
-    cfg: &BoardConfig,
-    lock: &LockFile,
-    init: &Path,
-    agent: &Path,
-    overlay: &Path,
-    version: &str,
-    build_id: &str,
-    epoch: u64,
-) -> Result<String> {
-    let mut h = Sha256::new();
-    h.update(format!(
-        "{cfg:?}\n{}\n{version}\n{build_id}\n{epoch}\n",
-        lock.to_toml()
-    ));
-    // The assembler itself is an input: a new xtask may lay out bytes differently.
-    h.update(std::fs::read(std::env::current_exe()?)?);
-    for p in [init, agent] {
-        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
-    }
-    let mut stack = vec![overlay.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for p in entries {
-            h.update(p.to_string_lossy().as_bytes());
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                h.update(bytes);
-            }
-        }
-    }
-    Ok(hex::encode(h.finalize()))
 }

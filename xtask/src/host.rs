@@ -51,10 +51,8 @@ pub const AARCH64_TOOLS: &[Tool] = &[
     ),
 ];
 
-/// What the test suite's independent cross-checks and boots need.
-pub const TEST_TOOLS: &[Tool] = &[
-    ("qemu-system-aarch64", "qemu-system-arm"),
-    ("qemu-system-arm", "qemu-system-arm"),
+/// What the test suite's independent cross-checks need (the fast tier too).
+pub const CHECK_TOOLS: &[Tool] = &[
     ("sfdisk", "fdisk"),
     ("cpio", "cpio"),
     ("mdir", "mtools"),
@@ -70,11 +68,17 @@ pub const TEST_TOOLS: &[Tool] = &[
     ("dnsmasq", "dnsmasq-base"),
 ];
 
+/// What booting the QEMU boards needs.
+pub const QEMU_TOOLS: &[Tool] = &[
+    ("qemu-system-aarch64", "qemu-system-arm"),
+    ("qemu-system-arm", "qemu-system-arm"),
+];
+
 fn present(tool: &str) -> bool {
     if tool.starts_with('/') {
         return Path::new(tool).exists();
     }
-    image::artifacts::which(tool).is_some()
+    image_build::artifacts::which(tool).is_some()
         || ["/usr/sbin", "/sbin"]
             .iter()
             .any(|d| Path::new(d).join(tool).exists())

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Verify {
@@ -17,12 +17,12 @@ pub struct Verify {
 impl Verify {
     pub fn run(self) -> Result<()> {
         let keys = if self.pubkey.is_empty() {
-            let (k, path, _) = crate::keys::signing_key(None)?;
+            let s = crate::keys::signer(None)?;
             eprintln!(
                 "keel: checking against the development key ({})",
-                path.display()
+                s.path.display()
             );
-            vec![k.verifying_key()]
+            vec![s.key.verifying_key()]
         } else {
             self.pubkey
                 .iter()
@@ -31,22 +31,18 @@ impl Verify {
         };
         let f = std::fs::File::open(&self.file)
             .with_context(|| format!("opening {}", self.file.display()))?;
-        let mut r = bundle::BundleReader::open(std::io::BufReader::new(f), &keys)
-            .with_context(|| format!("{} is not acceptable", self.file.display()))?;
+        let bad = || format!("{} is not acceptable", self.file.display());
+        let mut r =
+            bundle::BundleReader::open(std::io::BufReader::new(f), &keys).with_context(bad)?;
         let mut buf = Vec::new();
         let mut chunks = 0;
         while let Some(mut p) = r.next_payload()? {
-            while p
-                .next_chunk(&mut buf)
-                .with_context(|| format!("{} is not acceptable", self.file.display()))?
-                .is_some()
-            {
+            while p.next_chunk(&mut buf).with_context(bad)?.is_some() {
                 chunks += 1;
             }
         }
         let m = r.manifest().clone();
-        r.finish()
-            .with_context(|| format!("{} is not acceptable", self.file.display()))?;
+        r.finish().with_context(bad)?;
         println!(
             "{}: OK (version {} for {}, {chunks} chunks verified)",
             self.file.display(),
@@ -80,18 +76,12 @@ impl Inspect {
 
 /// Prints the manifest (signature not checked: use `verify` for that).
 fn inspect_bundle(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path)?;
-    if bytes.len() < 16 {
-        bail!("{} is truncated", path.display());
-    }
-    let len = u32::from_le_bytes(bytes[12..16].try_into()?) as usize;
-    let text = bytes.get(16..16 + len).context("manifest is truncated")?;
-    let m = bundle::Manifest::parse(std::str::from_utf8(text)?)?;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let header = bundle::Header::read(&mut std::io::BufReader::new(f))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let m = bundle::Manifest::parse(header.manifest_text()?)?;
     println!("bundle      {}", path.display());
-    println!(
-        "format      {}",
-        u32::from_le_bytes(bytes[8..12].try_into()?)
-    );
+    println!("format      {}", header.format);
     println!("board       {}", m.board);
     println!(
         "version     {} (replaces {} or newer)",
@@ -109,22 +99,18 @@ fn inspect_bundle(path: &Path) -> Result<()> {
             p.chunks.len()
         );
     }
-    let sigs = bytes.get(16 + len).copied().unwrap_or(0);
-    println!("signatures  {sigs}");
-    for i in 0..sigs as usize {
-        let at = 16 + len + 1 + i * 96;
-        if let Some(k) = bytes.get(at..at + 32) {
-            println!("  key       {}", hex::encode(k));
-        }
+    println!("signatures  {}", header.signatures.len());
+    for s in &header.signatures {
+        println!("  key       {}", hex::encode(s.key));
     }
     Ok(())
 }
 
 fn inspect_card(path: &Path) -> Result<()> {
-    let mut card = update::Card::open(path)?;
+    let r = image_build::card::inspect(path)?;
     println!("card        {}", path.display());
-    println!("disk id     {:08x}", card.table().disk_id);
-    for p in card.table().partitions.clone() {
+    println!("disk id     {:08x}", r.disk_id);
+    for p in &r.partitions {
         println!(
             "partition   {} start {:>8} size {:>8.1} MiB type {:#04x}{}",
             p.number,
@@ -134,33 +120,21 @@ fn inspect_card(path: &Path) -> Result<()> {
             if p.bootable { " active" } else { "" }
         );
     }
-    for slot in [update::Slot::A, update::Slot::B] {
-        let release = crate::apply::slot_release(&mut card, slot);
+    for (slot, release) in &r.slots {
         let version = release
-            .as_deref()
-            .and_then(|r| field(r, "version"))
+            .as_ref()
+            .and_then(|r| r.version().ok())
             .unwrap_or("(empty)");
-        println!("slot {}      version {version}", slot.letter());
+        println!("slot {slot}      version {version}");
     }
-    match crate::apply::boot_flow(&mut card) {
-        Ok((flow, name)) => {
-            let s = flow.read(&mut card)?;
-            let trial = s
-                .trial
-                .map(|t| t.letter().to_string())
-                .unwrap_or_else(|| "none".into());
-            println!(
-                "boot state  {name}: active {} trial {trial} tries {}",
-                s.active.letter(),
-                s.tries
-            );
-        }
-        Err(e) => println!("boot state  unreadable: {e:#}"),
+    match &r.boot {
+        Ok((backend, s)) => println!(
+            "boot state  {backend}: active {} trial {} tries {}",
+            s.active,
+            s.trial.map_or("none", |t| t.as_str()),
+            s.tries
+        ),
+        Err(e) => println!("boot state  unreadable: {e}"),
     }
     Ok(())
-}
-
-pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask`: Keel's host command line. Parses flags and dispatches; each
 //! command lives in its own module as `run(self)` on its flags struct.
 
+#![forbid(unsafe_code)]
+
 mod apply;
 mod bench;
 mod bench_boot;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use image::board::BoardConfig;
+use image_build::board::BoardConfig;
 
 use crate::host;
 
@@ -32,10 +32,7 @@ impl Qemu {
         let Some(q) = cfg.qemu.clone() else {
             bail!("board {} has no [qemu] section: QEMU cannot run it; use qemu-aarch64 or qemu-armv7", cfg.name);
         };
-        host::ensure_tools(&[
-            ("qemu-system-aarch64", "qemu-system-arm"),
-            ("qemu-system-arm", "qemu-system-arm"),
-        ])?;
+        host::ensure_tools(host::QEMU_TOOLS)?;
         let image = match self.image.clone() {
             Some(p) => p,
             None => crate::build::Build::defaults(&cfg.name).run()?.image,
@@ -47,7 +44,7 @@ impl Qemu {
                 cfg.name
             );
         }
-        let lock = image::lock::LockFile::load(
+        let lock = image_build::lock::LockFile::load(
             &root
                 .join("board-configs")
                 .join(format!("{}.lock", cfg.name)),
@@ -64,7 +61,7 @@ impl Qemu {
                 q.bios_package
             )
         })?;
-        let bios = image::artifacts::cache_dir()
+        let bios = image_build::artifacts::cache_dir()
             .join("unpacked")
             .join(&pkg.sha256[..24])
             .join(&q.bios_path);
@@ -113,7 +110,7 @@ impl Qemu {
 
 /// QEMU for a board's machine, CPU and memory, headless, with no default
 /// devices: callers add the console, firmware and disks.
-pub fn machine(q: &image::board::QemuConfig) -> Command {
+pub fn machine(q: &image_build::board::QemuConfig) -> Command {
     let mut cmd = Command::new(&q.system);
     cmd.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory])
         .args(["-nographic", "-no-user-config", "-nodefaults"]);

@@ -27,11 +27,11 @@ use crate::watchdog::Watchdog;
 use crate::{logger, sys};
 
 /// The services file in the read-only root.
-pub const SERVICES: &str = "/etc/keel/services.toml";
+pub const SERVICES: &str = keel_contract::paths::SERVICES;
 /// Used instead when present: a development override on the writable
 /// partition (no image rebuild to try a different tree).
-pub const SERVICES_OVERRIDE: &str = "/data/keel/services.toml";
-pub const RUN_DIR: &str = "/run/keel";
+pub const SERVICES_OVERRIDE: &str = keel_contract::paths::SERVICES_OVERRIDE;
+pub const RUN_DIR: &str = keel_contract::paths::RUN_DIR;
 /// How often ready files are looked for.
 const READY_FILE_POLL: Duration = Duration::from_millis(50);
 /// Without a signalfd (never seen, but survivable) reap on this tick.
@@ -115,14 +115,18 @@ fn seed() -> u64 {
 impl Runtime {
     pub fn new(setup: Setup, signals: Option<SignalFd>) -> Self {
         let now = Instant::now();
-        let control = match Server::bind(&setup.run_dir.join("control.sock")) {
+        let control = match Server::bind(
+            &setup
+                .run_dir
+                .join(keel_contract::paths::CONTROL_SOCKET_NAME),
+        ) {
             Ok(s) => Some(s),
             Err(e) => {
                 crate::log!("control socket in {}: {e}", setup.run_dir.display());
                 None
             }
         };
-        let health_file = setup.run_dir.join("healthy");
+        let health_file = setup.run_dir.join(keel_contract::paths::HEALTHY_NAME);
         let _ = fs::remove_file(&health_file);
         let mut rt = Self {
             pid1: setup.pid1,
@@ -449,9 +453,7 @@ impl Runtime {
         self.healthy = healthy;
         if healthy {
             let up = sys::boottime().as_secs_f64();
-            let tmp = self.health_file.with_extension("tmp");
-            let res = fs::write(&tmp, format!("{up:.3}\n"))
-                .and_then(|()| fs::rename(&tmp, &self.health_file));
+            let res = durable::replace(&self.health_file, format!("{up:.3}\n").as_bytes(), 0o644);
             match res {
                 Ok(()) => crate::log!(
                     "services healthy: all up, no restart for {:?} ({} written)",

@@ -50,8 +50,8 @@ pub fn build(board: &str) -> PathBuf {
     root().join("target/images").join(board)
 }
 
-pub fn board_config(board: &str) -> image::board::BoardConfig {
-    image::board::BoardConfig::load(&root().join("board-configs"), board).unwrap()
+pub fn board_config(board: &str) -> image_build::board::BoardConfig {
+    image_build::board::BoardConfig::load(&root().join("board-configs"), board).unwrap()
 }
 
 /// A QEMU machine whose serial console the test reads and types into.

@@ -1,8 +1,24 @@
-//! Just enough FAT12/16/32 to find where a small file's data lies in
-//! partition 1, so a boot-state file can be rewritten in place: one sector,
+//! Just enough FAT12/16/32 to find where a small file's data lies in a
+//! partition, so a boot-state file can be rewritten in place: one sector,
 //! same length, no allocation, no directory change.
 
-use crate::card::{Card, CardError};
+/// Byte access to one partition, as the device's card or a host image
+/// provides it.
+pub trait PartitionIo {
+    type Error: From<FatError>;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), Self::Error>;
+    /// Makes the writes durable.
+    fn sync(&mut self) -> Result<(), Self::Error>;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FatError {
+    #[error("not a FAT filesystem I can read ({0})")]
+    Unreadable(&'static str),
+    #[error("in-place rewrite needs {expected} bytes within one sector, got {got}")]
+    Rewrite { expected: u64, got: usize },
+}
 
 /// Where a file's first data bytes are, relative to the partition start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,20 +40,17 @@ struct Geometry {
     data_offset: u64,
 }
 
-fn bad(number: u8, detail: &str) -> CardError {
-    CardError::Format {
-        number,
-        detail: format!("not a FAT filesystem I can read ({detail})"),
-    }
+fn bad(detail: &'static str) -> FatError {
+    FatError::Unreadable(detail)
 }
 
-fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
+fn geometry<P: PartitionIo>(part: &mut P) -> Result<Geometry, P::Error> {
     let mut bpb = [0u8; 512];
-    card.read_at(part, 0, &mut bpb)?;
+    part.read_at(0, &mut bpb)?;
     let u16_at = |o: usize| u16::from_le_bytes([bpb[o], bpb[o + 1]]) as u64;
     let u32_at = |o: usize| u32::from_le_bytes([bpb[o], bpb[o + 1], bpb[o + 2], bpb[o + 3]]) as u64;
     if bpb[510] != 0x55 || bpb[511] != 0xaa {
-        return Err(bad(part, "no boot sector signature"));
+        return Err(bad("no boot sector signature").into());
     }
     let sector = u16_at(11);
     let per_cluster = bpb[13] as u64;
@@ -45,7 +58,7 @@ fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
         || per_cluster == 0
         || !per_cluster.is_power_of_two()
     {
-        return Err(bad(part, "bad sector or cluster size"));
+        return Err(bad("bad sector or cluster size").into());
     }
     let reserved = u16_at(14);
     let fats = bpb[16] as u64;
@@ -63,7 +76,7 @@ fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
     let root_sectors = (root_entries * 32).div_ceil(sector);
     let data_sector = reserved + fats * fat_sectors + root_sectors;
     if fats == 0 || fat_sectors == 0 || data_sector >= total {
-        return Err(bad(part, "inconsistent boot sector"));
+        return Err(bad("inconsistent boot sector").into());
     }
     let clusters = (total - data_sector) / per_cluster;
     let fat32 = clusters >= 65525;
@@ -80,18 +93,22 @@ fn geometry(card: &mut Card, part: u8) -> Result<Geometry, CardError> {
     })
 }
 
-fn next_cluster(card: &mut Card, part: u8, g: &Geometry, c: u32) -> Result<Option<u32>, CardError> {
+fn next_cluster<P: PartitionIo>(
+    part: &mut P,
+    g: &Geometry,
+    c: u32,
+) -> Result<Option<u32>, P::Error> {
     let (next, end) = if g.fat32 {
         let mut b = [0u8; 4];
-        card.read_at(part, g.fat_offset + c as u64 * 4, &mut b)?;
+        part.read_at(g.fat_offset + c as u64 * 4, &mut b)?;
         (u32::from_le_bytes(b) & 0x0fff_ffff, 0x0fff_fff8)
     } else if g.fat16 {
         let mut b = [0u8; 2];
-        card.read_at(part, g.fat_offset + c as u64 * 2, &mut b)?;
+        part.read_at(g.fat_offset + c as u64 * 2, &mut b)?;
         (u16::from_le_bytes(b) as u32, 0xfff8)
     } else {
         let mut b = [0u8; 2];
-        card.read_at(part, g.fat_offset + c as u64 * 3 / 2, &mut b)?;
+        part.read_at(g.fat_offset + c as u64 * 3 / 2, &mut b)?;
         let v = u16::from_le_bytes(b) as u32;
         (
             if c.is_multiple_of(2) {
@@ -110,19 +127,21 @@ fn next_cluster(card: &mut Card, part: u8, g: &Geometry, c: u32) -> Result<Optio
 }
 
 /// Finds `short_name` (8.3, upper case, e.g. "AUTOBOOTTXT") in the root directory.
-pub fn find_root_file(
-    card: &mut Card,
-    part: u8,
+pub fn find_root_file<P: PartitionIo>(
+    part: &mut P,
     short_name: &[u8; 11],
-) -> Result<Option<FileSpot>, CardError> {
-    let g = geometry(card, part)?;
+) -> Result<Option<FileSpot>, P::Error> {
+    let g = geometry(part)?;
     let mut regions = Vec::new();
     if g.fat32 {
         let mut c = g.root_cluster;
         // A bound on the chain: a corrupt FAT must not loop forever.
         for _ in 0..4096 {
+            if c < 2 {
+                return Err(bad("root directory cluster out of range").into());
+            }
             regions.push((g.data_offset + (c as u64 - 2) * g.cluster, g.cluster));
-            match next_cluster(card, part, &g, c)? {
+            match next_cluster(part, &g, c)? {
                 Some(n) => c = n,
                 None => break,
             }
@@ -133,7 +152,7 @@ pub fn find_root_file(
     let mut buf = vec![0u8; g.sector as usize];
     for (start, len) in regions {
         for s in 0..len / g.sector {
-            card.read_at(part, start + s * g.sector, &mut buf)?;
+            part.read_at(start + s * g.sector, &mut buf)?;
             for e in buf.chunks(32) {
                 if e[0] == 0 {
                     return Ok(None);
@@ -165,25 +184,21 @@ pub fn find_root_file(
 
 /// Replaces a small file's contents with `data` of exactly the same length,
 /// rewriting the one sector that holds it.
-pub fn rewrite_in_place(
-    card: &mut Card,
-    part: u8,
+pub fn rewrite_in_place<P: PartitionIo>(
+    part: &mut P,
     spot: FileSpot,
     data: &[u8],
-) -> Result<(), CardError> {
+) -> Result<(), P::Error> {
     if data.len() as u64 != spot.size || spot.size > 512 {
-        return Err(CardError::Format {
-            number: part,
-            detail: format!(
-                "in-place rewrite needs {} bytes within one sector, got {}",
-                spot.size,
-                data.len()
-            ),
-        });
+        return Err(FatError::Rewrite {
+            expected: spot.size,
+            got: data.len(),
+        }
+        .into());
     }
     let mut sector = [0u8; 512];
-    card.read_at(part, spot.offset, &mut sector)?;
+    part.read_at(spot.offset, &mut sector)?;
     sector[..data.len()].copy_from_slice(data);
-    card.write_at(part, spot.offset, &sector)?;
-    card.sync()
+    part.write_at(spot.offset, &sector)?;
+    part.sync()
 }

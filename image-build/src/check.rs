@@ -6,11 +6,16 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::board::{Arch, BoardConfig, BootBackend, FileTarget};
-use crate::bootfiles::{BOOTARGS_FILE, BOOT_SCRIPT_FILE, INITRAMFS_FILE, KERNEL_FILE};
+use card_format::mbr::PartitionTable;
+use keel_contract::bootfiles::{
+    AUTOBOOT, BOOTARGS, BOOT_SCRIPT, CMDLINE_TXT, CONFIG_TXT, INITRAMFS, KERNEL,
+};
+use keel_contract::partition::{BOOT_A, ROOTFS_A, SELECTOR};
+use keel_contract::{paths, KernelCmdline, Release};
+
 use crate::elf::ElfArch;
 use crate::fstree::{FsTree, NodeKind};
-use crate::layout::{Layout, PART_BOOT_A, PART_ROOTFS_A, PART_SELECTOR};
-use crate::mbr::PartitionTable;
+use crate::layout::Layout;
 use crate::slice::PartitionSlice;
 
 /// Every problem found, each naming what is wrong and what to do.
@@ -65,25 +70,21 @@ pub fn read_card(image: &Path, cfg: &BoardConfig) -> Result<CardContents, String
         let part = PartitionSlice::new(f, off, len).map_err(|e| e.to_string())?;
         crate::fat::read_file(part, name).map_err(|e| format!("partition {n}, {name}: {e}"))
     };
-    let selector = fat(&mut f, PART_SELECTOR)?;
-    let boot_a = fat(&mut f, PART_BOOT_A)?;
+    let selector = fat(&mut f, SELECTOR)?;
+    let boot_a = fat(&mut f, BOOT_A)?;
     let cmdline = match cfg.boot_backend {
-        BootBackend::Uboot => {
-            String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, BOOTARGS_FILE)?)
-                .trim()
-                .trim_start_matches("bootargs=")
-                .to_string()
-        }
-        BootBackend::Tryboot => {
-            String::from_utf8_lossy(&read_fat(&mut f, PART_BOOT_A, "cmdline.txt")?)
-                .trim()
-                .to_string()
-        }
+        BootBackend::Uboot => String::from_utf8_lossy(&read_fat(&mut f, BOOT_A, BOOTARGS)?)
+            .trim()
+            .trim_start_matches("bootargs=")
+            .to_string(),
+        BootBackend::Tryboot => String::from_utf8_lossy(&read_fat(&mut f, BOOT_A, CMDLINE_TXT)?)
+            .trim()
+            .to_string(),
     };
-    let initrd = read_fat(&mut f, PART_BOOT_A, INITRAMFS_FILE)?;
+    let initrd = read_fat(&mut f, BOOT_A, INITRAMFS)?;
     let initramfs =
         crate::cpio::read_initramfs_gz(&initrd[..]).map_err(|e| format!("initramfs: {e}"))?;
-    let (off, len) = span(PART_ROOTFS_A)?;
+    let (off, len) = span(ROOTFS_A)?;
     let part = PartitionSlice::new(&mut f, off, len).map_err(|e| e.to_string())?;
     let rootfs = crate::squashfs::read(part).map_err(|e| format!("rootfs A: {e}"))?;
     Ok(CardContents {
@@ -115,18 +116,18 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
         |files: &[(String, u64)], name: &str| files.iter().any(|(n, size)| n == name && *size > 0);
 
     let mut selector_need: Vec<String> = Vec::new();
-    let mut slot_need: Vec<String> = vec![KERNEL_FILE.into(), INITRAMFS_FILE.into()];
+    let mut slot_need: Vec<String> = vec![KERNEL.into(), INITRAMFS.into()];
     match cfg.boot_backend {
         BootBackend::Uboot => {
-            selector_need.push(BOOT_SCRIPT_FILE.into());
-            slot_need.push(BOOTARGS_FILE.into());
+            selector_need.push(BOOT_SCRIPT.into());
+            slot_need.push(BOOTARGS.into());
             if let Some(fdt) = cfg.uboot.as_ref().and_then(|u| u.fdt.clone()) {
                 slot_need.push(fdt);
             }
         }
         BootBackend::Tryboot => {
-            selector_need.push("autoboot.txt".into());
-            slot_need.extend(["config.txt".into(), "cmdline.txt".into()]);
+            selector_need.push(AUTOBOOT.into());
+            slot_need.extend([CONFIG_TXT.into(), CMDLINE_TXT.into()]);
         }
     }
     for dtb in &cfg.kernel.dtbs {
@@ -149,27 +150,29 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
         });
     }
 
-    // The command line must name partitions that exist on this card.
-    for word in card.cmdline.split_whitespace() {
-        if let Some(uuid) = word.split_once("=PARTUUID=").map(|(_, u)| u) {
+    // The command line must name partitions that exist on this card, read
+    // the way init reads it.
+    for (key, value) in keel_contract::cmdline::params(&card.cmdline) {
+        if let Some(uuid) = value.strip_prefix("PARTUUID=") {
             let exists = card
                 .table
                 .partitions
                 .iter()
-                .any(|p| card.table.partuuid(p.number) == uuid);
+                .any(|p| card.table.partuuid(p.number).to_string() == uuid);
             out.require(exists, || {
-                format!("kernel command line names PARTUUID {uuid}, which is not on the card")
+                format!(
+                    "kernel command line {key}= names PARTUUID {uuid}, which is not on the card"
+                )
             });
         }
     }
+    let parsed = KernelCmdline::parse(&card.cmdline);
     out.require(
-        card.cmdline.contains(&format!(
-            "keel.root=PARTUUID={}",
-            card.table.partuuid(PART_ROOTFS_A)
-        )),
+        parsed.slot() == Ok(keel_contract::Slot::A)
+            && parsed.root() == Ok(card.table.partuuid(ROOTFS_A)),
         || {
             format!(
-                "slot A's command line `{}` does not name rootfs A",
+                "slot A's command line `{}` does not name slot a and rootfs A",
                 card.cmdline
             )
         },
@@ -183,7 +186,11 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
         "initramfs /init",
         cfg.arch,
     );
-    let listed = match card.initramfs.get("etc/keel/modules.load").map(|n| &n.kind) {
+    let listed = match card
+        .initramfs
+        .get(paths::INITRAMFS_MODULES.trim_start_matches('/'))
+        .map(|n| &n.kind)
+    {
         Some(NodeKind::File(d)) => String::from_utf8_lossy(d).to_string(),
         _ => String::new(),
     };
@@ -198,20 +205,44 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
     check_init(
         &mut out,
         &card.rootfs,
-        "sbin/init",
+        paths::INIT.trim_start_matches('/'),
         "rootfs /sbin/init",
         cfg.arch,
     );
     check_init(
         &mut out,
         &card.rootfs,
-        "usr/bin/agent",
+        paths::AGENT.trim_start_matches('/'),
         "rootfs /usr/bin/agent",
         cfg.arch,
     );
-    out.require(card.rootfs.get("etc/keel/release").is_some(), || {
-        "rootfs lacks /etc/keel/release".into()
-    });
+    let release = match card
+        .rootfs
+        .get(paths::RELEASE.trim_start_matches('/'))
+        .map(|n| &n.kind)
+    {
+        Some(NodeKind::File(d)) => Some(Release::parse(&String::from_utf8_lossy(d))),
+        _ => None,
+    };
+    match release {
+        None => out
+            .problems
+            .push(format!("rootfs lacks {}", paths::RELEASE)),
+        Some(r) => {
+            for problem in [
+                r.version().err(),
+                r.board().err(),
+                r.build_id().err(),
+                r.boot_backend().err(),
+                r.max_tries().err(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                out.problems.push(problem.to_string());
+            }
+        }
+    }
     out
 }
 
@@ -234,4 +265,23 @@ fn check_init(out: &mut Findings, tree: &FsTree, path: &str, what: &str, arch: A
         },
         _ => out.problems.push(format!("{what} is missing")),
     }
+}
+
+/// Slots that are too full for later updates to fit: each names the
+/// partition and the board config key to raise.
+pub fn headroom(cfg: &BoardConfig, usage: &[crate::assemble::Usage]) -> Vec<String> {
+    let limit = 100 - cfg.partitions.slot_headroom_percent;
+    usage
+        .iter()
+        .filter(|u| u.number != SELECTOR)
+        .filter_map(|u| {
+            let pct = u.used * 100 / u.size.max(1);
+            (pct > limit).then(|| {
+                format!(
+                    "{} is {pct}% full; the board config asks for {}% headroom so later updates fit; raise its size in board-configs/{}.toml",
+                    u.role, cfg.partitions.slot_headroom_percent, cfg.name
+                )
+            })
+        })
+        .collect()
 }

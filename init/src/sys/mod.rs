@@ -2,6 +2,22 @@
 //!
 //! Each wrapper turns the C return convention into `io::Result` so callers
 //! can attach context and keep going; none of them panics.
+//!
+//! This module (with its submodules) is the only place in the crate allowed
+//! to use `unsafe` (the workspace denies it everywhere else), so every
+//! unsafe block, and the reason it is sound, can be reviewed in one place.
+//! Each one carries a `// SAFETY:` comment.
+
+#![allow(unsafe_code)]
+
+/// The C entry point; the test harness brings its own.
+#[cfg(not(test))]
+mod entry;
+pub mod net;
+mod process;
+pub mod signal;
+
+pub use process::{fork_child, prepare_child, wait_pid};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -259,10 +275,15 @@ pub fn write(fd: libc::c_int, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// open(2) returning the raw descriptor (the caller takes ownership).
-pub fn open_raw(path: &CStr, flags: libc::c_int) -> io::Result<libc::c_int> {
-    // SAFETY: path is a valid C string; no mode is needed without O_CREAT.
-    cvt(unsafe { libc::open(path.as_ptr(), flags) })
+/// open(2) with raw `O_*` flags, for the console and /dev/kmsg before
+/// anything else is set up. A file it creates (O_CREAT) gets mode 0600.
+pub fn open_raw(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: path is a valid C string. The mode is always passed, so open
+    // never reads a variadic argument that is not there, whatever `flags`
+    // holds (it only looks at it with O_CREAT or O_TMPFILE).
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), flags, 0o600 as libc::c_uint) })?;
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A pipe with both ends close-on-exec: (read, write).

@@ -3,51 +3,18 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::board::BoardConfig;
-use crate::mbr::{
+use card_format::mbr::{
     Partition, PartitionTable, EBR_GAP, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX, SECTOR,
 };
+use keel_contract::partition::{BOOT_A, BOOT_B, DATA, EXTENDED, ROOTFS_A, ROOTFS_B, SELECTOR};
+use keel_contract::{cmdline, Slot};
+
+use crate::board::BoardConfig;
 
 /// Every partition starts on this boundary (sectors): 4 MiB suits SD-card
 /// erase blocks and keeps the EBR gap aligned too.
 pub const ALIGN: u64 = 8192;
 const MIB: u64 = 1024 * 1024;
-
-/// Partition numbers, as Linux and U-Boot count them.
-pub const PART_SELECTOR: u8 = 1;
-pub const PART_BOOT_A: u8 = 2;
-pub const PART_BOOT_B: u8 = 3;
-pub const PART_ROOTFS_A: u8 = 5;
-pub const PART_ROOTFS_B: u8 = 6;
-pub const PART_DATA: u8 = 7;
-
-/// One of the two A/B slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn letter(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-    pub fn boot_partition(self) -> u8 {
-        match self {
-            Slot::A => PART_BOOT_A,
-            Slot::B => PART_BOOT_B,
-        }
-    }
-    pub fn rootfs_partition(self) -> u8 {
-        match self {
-            Slot::A => PART_ROOTFS_A,
-            Slot::B => PART_ROOTFS_B,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -63,9 +30,9 @@ impl Layout {
         let mut parts = Vec::new();
         let mut next = ALIGN;
         for (number, mib, bootable) in [
-            (PART_SELECTOR, p.boot_selector_mib, true),
-            (PART_BOOT_A, p.boot_slot_mib, false),
-            (PART_BOOT_B, p.boot_slot_mib, false),
+            (SELECTOR, p.boot_selector_mib, true),
+            (BOOT_A, p.boot_slot_mib, false),
+            (BOOT_B, p.boot_slot_mib, false),
         ] {
             parts.push(Partition {
                 number,
@@ -79,9 +46,9 @@ impl Layout {
         let ext_start = next;
         let mut logical = Vec::new();
         for (number, mib) in [
-            (PART_ROOTFS_A, p.rootfs_slot_mib),
-            (PART_ROOTFS_B, p.rootfs_slot_mib),
-            (PART_DATA, p.data_mib),
+            (ROOTFS_A, p.rootfs_slot_mib),
+            (ROOTFS_B, p.rootfs_slot_mib),
+            (DATA, p.data_mib),
         ] {
             next += EBR_GAP;
             logical.push(Partition {
@@ -94,7 +61,7 @@ impl Layout {
             next += sectors(mib);
         }
         parts.push(Partition {
-            number: 4,
+            number: EXTENDED,
             start_lba: ext_start,
             sectors: next - ext_start,
             kind: KIND_EXTENDED_LBA,
@@ -125,18 +92,13 @@ impl Layout {
     /// The kernel command line for a slot: init finds its root and data
     /// partitions by PARTUUID, so the same line works on mmcblk and virtio.
     pub fn cmdline(&self, cfg: &BoardConfig, slot: Slot) -> String {
-        let mut line = format!(
-            "console={} keel.slot={} keel.root=PARTUUID={} keel.data=PARTUUID={}",
-            cfg.console,
-            slot.letter(),
+        cmdline::render(
+            &cfg.console,
+            slot,
             self.table.partuuid(slot.rootfs_partition()),
-            self.table.partuuid(PART_DATA)
-        );
-        if !cfg.kernel.cmdline_extra.trim().is_empty() {
-            line.push(' ');
-            line.push_str(cfg.kernel.cmdline_extra.trim());
-        }
-        line
+            self.table.partuuid(DATA),
+            &cfg.kernel.cmdline_extra,
+        )
     }
 }
 
@@ -203,7 +165,7 @@ data_mib = 64
                 end = p.start_lba + p.sectors;
             }
         }
-        assert_eq!(l.span(PART_ROOTFS_A).1, l.span(PART_ROOTFS_B).1);
+        assert_eq!(l.span(ROOTFS_A).1, l.span(ROOTFS_B).1);
         assert_eq!(l.image_size, end * SECTOR);
         assert!(l.partition(1).bootable);
         let ext = l.partition(4);

@@ -96,8 +96,7 @@ fn data_extents(f: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut pos = 0i64;
     while (pos as u64) < size {
-        // SAFETY: lseek on a file descriptor we own; no memory is touched.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        let data = crate::sys::lseek(fd, pos, libc::SEEK_DATA);
         if data < 0 {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -106,8 +105,7 @@ fn data_extents(f: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
                 _ => Err(e),
             };
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = crate::sys::lseek(fd, data, libc::SEEK_HOLE);
         if hole < 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 
+use keel_contract::PartUuid;
 use thiserror::Error;
 
 pub const SECTOR: u64 = 512;
@@ -166,8 +167,11 @@ impl PartitionTable {
     }
 
     /// Linux derives an MBR partition's PARTUUID from the disk id and number.
-    pub fn partuuid(&self, number: u8) -> String {
-        format!("{:08x}-{:02x}", self.disk_id, number)
+    pub fn partuuid(&self, number: u8) -> PartUuid {
+        PartUuid {
+            disk: self.disk_id,
+            partition: number,
+        }
     }
 
     /// Splits the table into primaries (the extended one among them), the
@@ -520,7 +524,7 @@ mod tests {
             PartitionTable::read_from(&mut Cursor::new(&bytes)).unwrap(),
             t
         );
-        assert_eq!(t.partuuid(5), "1234abcd-05");
+        assert_eq!(t.partuuid(5).to_string(), "1234abcd-05");
         assert_eq!(t.get(7).unwrap().sectors, 20480);
 
         let primaries_only = PartitionTable {

@@ -42,14 +42,16 @@ impl Arch {
     }
 }
 
-/// Which mechanism picks the slot at boot (see DESIGN.md, "On the card").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BootBackend {
-    /// The Raspberry Pi firmware's autoboot.txt / tryboot A/B.
-    Tryboot,
-    /// Debian's U-Boot running Keel's boot script from partition 1.
-    Uboot,
+pub use keel_contract::BootBackend;
+
+/// `boot_backend = "uboot"` or `"tryboot"`, by the contract's names.
+fn boot_backend<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BootBackend, D::Error> {
+    let name = String::deserialize(d)?;
+    BootBackend::parse(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown boot_backend '{name}': use \"uboot\" or \"tryboot\""
+        ))
+    })
 }
 
 /// Where a file taken from a Debian package goes on the card.
@@ -246,6 +248,7 @@ pub struct BoardConfig {
     pub name: String,
     pub description: String,
     pub arch: Arch,
+    #[serde(deserialize_with = "boot_backend")]
     pub boot_backend: BootBackend,
     /// Kernel console, e.g. "ttyAMA0,115200".
     pub console: String,
@@ -350,6 +353,13 @@ impl BoardConfig {
             return Err(invalid(
                 "partitions.slot_headroom_percent must be below 100".into(),
             ));
+        }
+        let reserved = keel_contract::cmdline::reserved_keys(&self.kernel.cmdline_extra);
+        if !reserved.is_empty() {
+            return Err(invalid(format!(
+                "kernel.cmdline_extra sets {}: the build writes the keel.* parameters itself; remove them",
+                reserved.join(", ")
+            )));
         }
         if self.kernel.initramfs_modules.is_empty() {
             return Err(invalid(

@@ -4,18 +4,20 @@
 //! first record, the device's agent and the boot script the later ones.
 //! See docs/uboot-boot-state.md for the scheme and the power-cut argument.
 
+use keel_contract::Slot;
+
 /// Byte offsets of the two copies (LBA 2048 and 4096): 1 MiB apart, so no
 /// single page-cache writeback covers both.
 pub const COPIES: [u64; 2] = [2048 * 512, 4096 * 512];
 pub const RECORD_SIZE: usize = 512;
 
-/// One record. `trial` is 'a', 'b' or None ("none" on disk); `tries` counts
-/// trial boots (U-Boot increments it, up to max_tries + 1 on fallback).
+/// One record. `tries` counts trial boots (U-Boot increments it, up to
+/// max_tries + 1 on fallback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
-    pub active: char,
-    pub trial: Option<char>,
+    pub active: Slot,
+    pub trial: Option<Slot>,
     pub tries: u32,
 }
 
@@ -23,7 +25,7 @@ impl Record {
     /// What a fresh card holds: slot a, nothing pending.
     pub const INITIAL: Record = Record {
         seq: 1,
-        active: 'a',
+        active: Slot::A,
         trial: None,
         tries: 0,
     };
@@ -31,10 +33,7 @@ impl Record {
     /// The record's bytes; variables in the order `env export` sorts them,
     /// so the bytes equal what U-Boot itself writes.
     pub fn encode(&self) -> [u8; RECORD_SIZE] {
-        let trial = self
-            .trial
-            .map(String::from)
-            .unwrap_or_else(|| "none".into());
+        let trial = self.trial.map_or("none", Slot::as_str);
         let text = format!(
             "keel_active={}\0keel_seq={}\0keel_trial={trial}\0keel_tries={}\0",
             self.active, self.seq, self.tries
@@ -57,16 +56,15 @@ impl Record {
         let (mut seq, mut active, mut trial, mut tries) = (None, None, None, None);
         for pair in block[4..].split(|&b| b == 0).take_while(|p| !p.is_empty()) {
             let (k, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
+            // The script compares letters exactly: upper case is invalid there.
+            let slot = |v: &str| matches!(v, "a" | "b").then(|| Slot::parse(v)).flatten();
             match k {
                 "keel_seq" => seq = v.parse::<u64>().ok().filter(|s| *s <= i32::MAX as u64),
-                "keel_active" => {
-                    active = matches!(v, "a" | "b").then(|| v.chars().next()).flatten()
-                }
+                "keel_active" => active = slot(v),
                 "keel_trial" => {
                     trial = match v {
-                        "a" | "b" => Some(v.chars().next()),
                         "none" => Some(None),
-                        _ => None,
+                        _ => slot(v).map(Some),
                     }
                 }
                 "keel_tries" => tries = v.parse::<u32>().ok().filter(|t| *t <= 9),
@@ -110,8 +108,8 @@ mod tests {
     fn rejects_damage_and_bad_fields() {
         let r = Record {
             seq: 5,
-            active: 'b',
-            trial: Some('a'),
+            active: Slot::B,
+            trial: Some(Slot::A),
             tries: 2,
         }
         .encode();
@@ -128,7 +126,7 @@ mod tests {
         let r = |seq, tries| {
             Some(Record {
                 seq,
-                active: 'a',
+                active: Slot::A,
                 trial: None,
                 tries,
             })

@@ -6,13 +6,18 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use card_format::bootstate;
+use keel_contract::bootfiles::{
+    AUTOBOOT, BOOTARGS, BOOT_SCRIPT, CMDLINE_TXT, CONFIG_TXT, INITRAMFS, KERNEL,
+};
+use keel_contract::partition::{BOOT_A, BOOT_B, DATA, ROOTFS_A, SELECTOR};
+use keel_contract::{paths, Release, Slot};
+
 use crate::board::{BoardConfig, BootBackend, FileTarget};
-use crate::bootfiles::{self, BOOTARGS_FILE, BOOT_SCRIPT_FILE, INITRAMFS_FILE, KERNEL_FILE};
+use crate::bootfiles;
 use crate::fat::FatFile;
 use crate::fstree::{FsTree, Node, NodeKind};
-use crate::layout::{
-    derive, Layout, Slot, PART_BOOT_A, PART_BOOT_B, PART_DATA, PART_ROOTFS_A, PART_SELECTOR,
-};
+use crate::layout::{derive, Layout};
 use crate::modules::ModuleIndex;
 use crate::slice::PartitionSlice;
 
@@ -39,7 +44,9 @@ pub enum AssembleError {
     #[error("{0}")]
     Ext4(#[from] crate::ext4::Ext4Error),
     #[error("{0}")]
-    Mbr(#[from] crate::mbr::MbrError),
+    Mbr(#[from] card_format::mbr::MbrError),
+    #[error("{0}")]
+    Release(#[from] keel_contract::release::ReleaseError),
     #[error("the root filesystem is {size} bytes but its slot holds {slot}; raise partitions.rootfs_slot_mib in the board config")]
     RootfsTooBig { size: u64, slot: u64 },
 }
@@ -99,6 +106,25 @@ pub fn kernel_release(kernel_root: &Path) -> Result<String, AssembleError> {
         .ok_or_else(|| AssembleError::Kernel("kernel release under lib/modules".into()))
 }
 
+/// A device path as a path inside the tree being assembled.
+fn rel(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+/// The release file of the image being built.
+fn release(inputs: &Inputs, kernel: &str) -> Result<Release, AssembleError> {
+    let cfg = inputs.cfg;
+    Ok(Release {
+        version: Some(inputs.version.to_string()),
+        board: Some(cfg.name.clone()),
+        build_id: Some(inputs.build_id.to_string()),
+        kernel: Some(kernel.to_string()),
+        boot_backend: Some(cfg.boot_backend.name().to_string()),
+        max_tries: Some(cfg.uboot.as_ref().map_or(1, |u| u.max_tries).to_string()),
+        build_time: Some(inputs.epoch.to_string()),
+    })
+}
+
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, AssembleError> {
     std::fs::read(path).map_err(io_err(what, path))
 }
@@ -125,7 +151,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     let early = index.closure(&cfg.kernel.initramfs_modules)?;
     let mut initramfs = FsTree::new();
     initramfs.file("init", 0o755, init.clone());
-    initramfs.file("etc/keel/initramfs", 0o644, format!("kernel={kver}\n"));
+    initramfs.file(
+        rel(paths::INITRAMFS_MARKER),
+        0o644,
+        format!("kernel={kver}\n"),
+    );
     let mut load_list = String::new();
     for m in &early {
         let file = format!("{}.ko", m.name);
@@ -137,7 +167,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         load_list.push_str(&file);
         load_list.push('\n');
     }
-    initramfs.file("etc/keel/modules.load", 0o644, load_list);
+    initramfs.file(rel(paths::INITRAMFS_MODULES), 0o644, load_list);
     for d in ["dev", "proc", "sys", "newroot"] {
         initramfs.dir(d);
     }
@@ -159,35 +189,25 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     for d in ["proc", "sys", "dev", "run", "tmp", "data", "root"] {
         rootfs.dir(d);
     }
-    rootfs.file("sbin/init", 0o755, init);
+    rootfs.file(rel(paths::INIT), 0o755, init);
     rootfs.file(
-        "usr/bin/agent",
+        rel(paths::AGENT),
         0o755,
         read(inputs.agent, "reading the agent binary")?,
     );
     rootfs.file(
-        "etc/keel/release",
+        rel(paths::RELEASE),
         0o644,
-        format!(
-            "version={}\nboard={}\nbuild_id={}\nkernel={kver}\nboot_backend={}\nmax_tries={}\n",
-            inputs.version,
-            cfg.name,
-            inputs.build_id,
-            match cfg.boot_backend {
-                BootBackend::Uboot => "uboot",
-                BootBackend::Tryboot => "tryboot",
-            },
-            cfg.uboot.as_ref().map(|u| u.max_tries).unwrap_or(1),
-        ),
+        release(inputs, &kver)?.to_text()?,
     );
     // /etc is read-only: whoever configures the network writes /run.
-    rootfs.symlink("etc/resolv.conf", "/run/resolv.conf");
+    rootfs.symlink("etc/resolv.conf", paths::RESOLV_CONF);
     if let Some(net) = &cfg.network {
-        rootfs.file("etc/keel/network", 0o644, net.to_file().into_bytes());
+        rootfs.file(rel(paths::NETWORK), 0o644, net.to_file().into_bytes());
     }
     for (name, text) in inputs.trusted_keys {
         rootfs.file(
-            &format!("etc/keel/trusted-keys/{name}"),
+            &format!("{}/{name}", rel(paths::TRUSTED_KEYS_DIR)),
             0o644,
             text.clone(),
         );
@@ -204,14 +224,14 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         late_list.push('\n');
     }
     rootfs.file(
-        &format!("lib/modules/{kver}/modules.load"),
+        &format!("lib/modules/{kver}/{}", paths::ROOTFS_MODULES_FILE),
         0o644,
         late_list,
     );
     let mut squash = std::io::Cursor::new(Vec::new());
     crate::squashfs::write(&rootfs, &mut squash, inputs.epoch as u32)?;
     let squash = squash.into_inner();
-    let (rootfs_off, rootfs_len) = layout.span(PART_ROOTFS_A);
+    let (rootfs_off, rootfs_len) = layout.span(ROOTFS_A);
     if squash.len() as u64 > rootfs_len {
         return Err(AssembleError::RootfsTooBig {
             size: squash.len() as u64,
@@ -222,14 +242,14 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     // Boot slot A and the boot selector.
     let mut slot_files = vec![
         FatFile {
-            path: KERNEL_FILE.into(),
+            path: KERNEL.into(),
             data: read(
                 &kroot.join("boot").join(format!("vmlinuz-{kver}")),
                 "reading the kernel",
             )?,
         },
         FatFile {
-            path: INITRAMFS_FILE.into(),
+            path: INITRAMFS.into(),
             data: initrd,
         },
     ];
@@ -270,7 +290,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             };
             let script = bootfiles::uboot_script(cfg);
             selector_files.push(FatFile {
-                path: BOOT_SCRIPT_FILE.into(),
+                path: BOOT_SCRIPT.into(),
                 data: crate::uboot::script_image(
                     &script,
                     "keel boot selector",
@@ -281,11 +301,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         }
         BootBackend::Tryboot => {
             selector_files.push(FatFile {
-                path: "autoboot.txt".into(),
+                path: AUTOBOOT.into(),
                 data: bootfiles::autoboot_txt(Slot::A).into(),
             });
             slot_files.push(FatFile {
-                path: "config.txt".into(),
+                path: CONFIG_TXT.into(),
                 data: bootfiles::config_txt(cfg).into(),
             });
         }
@@ -296,11 +316,11 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         let mut files = slot_files.clone();
         files.push(match cfg.boot_backend {
             BootBackend::Uboot => FatFile {
-                path: BOOTARGS_FILE.into(),
+                path: BOOTARGS.into(),
                 data: bootfiles::uboot_bootargs(&layout, cfg, slot).into(),
             },
             BootBackend::Tryboot => FatFile {
-                path: "cmdline.txt".into(),
+                path: CMDLINE_TXT.into(),
                 data: bootfiles::cmdline_txt(&layout, cfg, slot).into(),
             },
         });
@@ -322,23 +342,23 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     layout.table.write_to(&mut file)?;
     if cfg.boot_backend == BootBackend::Uboot {
         // The boot state: both records hold the initial state (slot a).
-        for off in crate::ubootstate::COPIES {
+        for off in bootstate::COPIES {
             file.seek(SeekFrom::Start(off))
                 .map_err(io_err("writing the boot state", out))?;
-            file.write_all(&crate::ubootstate::Record::INITIAL.encode())
+            file.write_all(&bootstate::Record::INITIAL.encode())
                 .map_err(io_err("writing the boot state", out))?;
         }
     }
     let mut usage = Vec::new();
     for (number, role, files) in [
-        (PART_SELECTOR, "boot selector", &selector_files),
-        (PART_BOOT_A, "boot A", &boot_a_files),
-        (PART_BOOT_B, "boot B", &Vec::new()),
+        (SELECTOR, "boot selector", &selector_files),
+        (BOOT_A, "boot A", &boot_a_files),
+        (BOOT_B, "boot B", &Vec::new()),
     ] {
         let (off, len) = layout.span(number);
         let label = match number {
-            PART_SELECTOR => "KEEL-SEL",
-            PART_BOOT_A => "KEEL-BOOTA",
+            SELECTOR => "KEEL-SEL",
+            BOOT_A => "KEEL-BOOTA",
             _ => "KEEL-BOOTB",
         };
         let vol = derive(&cfg.name, label);
@@ -361,7 +381,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     file.write_all(&squash)
         .map_err(io_err("writing the root filesystem", out))?;
     usage.push(Usage {
-        number: PART_ROOTFS_A,
+        number: ROOTFS_A,
         role: "rootfs A",
         used: squash.len() as u64,
         size: rootfs_len,
@@ -369,7 +389,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     file.sync_all().map_err(io_err("syncing the image", out))?;
     drop(file);
 
-    let (data_off, data_len) = layout.span(PART_DATA);
+    let (data_off, data_len) = layout.span(DATA);
     let uuid = derive(&cfg.name, "data-uuid");
     let seed = derive(&cfg.name, "data-hash-seed");
     let mut uuid16 = [0u8; 16];
@@ -396,7 +416,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     // empty until an update writes it).
     let boot_b = out.with_extension("boot-b.tmp");
     {
-        let (_, len) = layout.span(PART_BOOT_B);
+        let (_, len) = layout.span(BOOT_B);
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
