@@ -14,12 +14,12 @@ commands:
                                apply a signed bundle (a file, a block device, - for
                                stdin, or an https:// URL) to the inactive slot; it
                                boots next on trial; --reboot then asks init to reboot
-                               into it (with the Pi's one-shot '0 tryboot' argument
-                               where needed); --ca trusts FILE's CA certificates (PEM)
+                               into it; --ca trusts FILE's CA certificates (PEM)
                                for the download, besides the built-in public roots
                                and /etc/keel/ca-certificates/
   confirm                      mark the running slot good (after the health check)
-  revert                       boot the other slot next (cancels a pending trial)
+  revert                       cancel a pending or running trial, or else boot the other
+                               slot next on trial (only if it holds a complete image)
   run                          the boot-time daemon: confirms a slot on trial once init
                                reports the system healthy, reboots if it never does
   --version                    print the agent's version";

@@ -55,7 +55,6 @@ impl Device {
     /// The boot backend the image was built for.
     pub fn flow(&self) -> Result<Box<dyn BootFlow>, AgentError> {
         Ok(match self.release.boot_backend()? {
-            BootBackend::Tryboot => Box::new(update::tryboot::Tryboot),
             BootBackend::Uboot => Box::new(update::uboot::Uboot {
                 max_tries: self.release.max_tries()?,
             }),

@@ -282,11 +282,7 @@ pub fn update(
         ),
     )?;
     if args.reboot {
-        init.reboot(applied.reboot_arg)?;
-    } else if let Some(arg) = applied.reboot_arg {
-        log(&format!(
-            "agent: reboot with argument '{arg}' to try it (or pass --reboot)"
-        ));
+        init.reboot(None)?;
     }
     Ok(())
 }
@@ -294,12 +290,13 @@ pub fn update(
 /// An update goes to the other slot, and only from a confirmed slot: a
 /// device on trial must confirm (or roll back) first.
 pub fn may_update(boot: &mut dyn BootControl, booted: Slot) -> Result<(), AgentError> {
-    boot.read()?.set_trial(booted, booted.other())?;
+    boot.read()?.begin_write(booted, booted.other())?;
     Ok(())
 }
 
-/// A bundle in a file or on a block device: read twice, verified in full
-/// before the first write.
+/// A bundle in a file or on a block device, read once like a stream. A
+/// block device is padded to its size: exactly the bundle is read, its
+/// length taken from the signed header.
 fn apply_file(
     path: &Path,
     card: &mut Card,
@@ -309,8 +306,6 @@ fn apply_file(
     let cannot = || AgentError::io(format!("cannot open {}", path.display()));
     let open = || std::fs::File::open(path).map_err(cannot());
     let meta = std::fs::metadata(path).map_err(cannot())?;
-    // A bundle on a block device is padded to the device's size: read
-    // exactly the bundle, whose length the signed manifest determines.
     let is_block = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
     let len = if is_block {
         bundle::BundleReader::open(std::io::BufReader::new(open()?), opts.trusted)
@@ -319,15 +314,8 @@ fn apply_file(
     } else {
         meta.len()
     };
-    let read = || -> Result<_, AgentError> { Ok(std::io::BufReader::new(open()?).take(len)) };
-    let verified = update::verify(read()?, opts)?;
-    Ok(update::apply_verified(
-        read()?,
-        card,
-        flow,
-        opts,
-        &verified,
-    )?)
+    let source = std::io::BufReader::new(open()?).take(len);
+    Ok(update::apply(source, card, flow, opts)?)
 }
 
 /// `agent status`: what runs, what boots next.
@@ -366,10 +354,10 @@ mod tests {
 
     impl BootControl for FakeCard {
         fn read(&mut self) -> Result<BootState, AgentError> {
-            Ok(self.state)
+            Ok(self.state.clone())
         }
         fn write(&mut self, state: &BootState) -> Result<(), AgentError> {
-            self.state = *state;
+            self.state = state.clone();
             self.writes += 1;
             Ok(())
         }
@@ -403,12 +391,20 @@ mod tests {
         }
     }
 
+    fn complete_both() -> [update::state::SlotMark; 2] {
+        [
+            update::state::SlotMark::complete("0.1.0@t"),
+            update::state::SlotMark::complete("0.2.0@t"),
+        ]
+    }
+
     fn on_trial_of_b() -> FakeCard {
         FakeCard {
             state: BootState {
                 active: Slot::A,
                 trial: Some(Slot::B),
                 tries: 1,
+                slots: complete_both(),
             },
             writes: 0,
         }
@@ -495,6 +491,7 @@ mod tests {
                 active: Slot::B,
                 trial: None,
                 tries: 0,
+                slots: complete_both(),
             },
             writes: 0,
         };

@@ -100,6 +100,7 @@ mod tests {
             active,
             trial: Some(trial),
             tries: 1,
+            ..BootState::default()
         }
     }
 

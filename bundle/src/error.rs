@@ -20,8 +20,8 @@ pub enum BundleError {
     ChunkHash { payload: String, index: u64 },
     #[error("payload '{payload}' {detail}: the manifest's sizes do not match the data")]
     SizeMismatch { payload: String, detail: String },
-    #[error("bundle has {0} unexpected bytes after its last payload")]
-    Trailing(u64),
+    #[error("bundle has unexpected bytes after its last payload; it is not the file `cargo xtask build` wrote (or a stream did not end)")]
+    Trailing,
     #[error("bad key: {0}")]
     Key(String),
     #[error("I/O error: {0}")]

@@ -32,3 +32,6 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MAX_MANIFEST: u32 = 4 << 20;
 pub const MAX_SIGNATURES: u8 = 8;
 pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
+/// The largest chunk a manifest may declare: the applier holds a few
+/// chunks in memory at once, and must stay within a small device's means.
+pub const MAX_CHUNK_SIZE: u64 = 1 << 20;

@@ -58,13 +58,30 @@ fn bad(msg: impl Into<String>) -> BundleError {
     BundleError::Manifest(msg.into())
 }
 
+/// Board names, build ids and payload names: 1 to 64 of `A-Z a-z 0-9 . _ -`,
+/// so they print safely and fit the boot state.
 fn check_value(key: &str, v: &str) -> Result<(), BundleError> {
-    if v.is_empty() || v.contains(char::is_whitespace) {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
         return Err(bad(format!(
-            "{key} must be a non-empty word without spaces"
+            "{key} must be 1 to 64 letters, digits, '.', '_' or '-'"
         )));
     }
     Ok(())
+}
+
+fn check_version(key: &str, v: &str) -> Result<(), BundleError> {
+    crate::version::check(v).map_err(|e| bad(format!("{key}: {e}")))
+}
+
+fn check_fields(m: &Manifest) -> Result<(), BundleError> {
+    check_value("board", &m.board)?;
+    check_version("version", &m.version)?;
+    check_version("min_version", &m.min_version)?;
+    check_value("build_id", &m.build_id)
 }
 
 impl Manifest {
@@ -81,14 +98,7 @@ impl Manifest {
     }
 
     pub fn to_text(&self) -> Result<String, BundleError> {
-        for (k, v) in [
-            ("board", &self.board),
-            ("version", &self.version),
-            ("min_version", &self.min_version),
-            ("build_id", &self.build_id),
-        ] {
-            check_value(k, v)?;
-        }
+        check_fields(self)?;
         let mut s = format!(
             "format=1\nboard={}\nversion={}\nmin_version={}\nbuild_id={}\nchunk_size={}\n",
             self.board, self.version, self.min_version, self.build_id, self.chunk_size
@@ -210,17 +220,13 @@ impl Manifest {
         if !format_seen {
             return Err(bad("missing format"));
         }
-        for (k, v) in [
-            ("board", &m.board),
-            ("version", &m.version),
-            ("min_version", &m.min_version),
-            ("build_id", &m.build_id),
-        ] {
-            check_value(k, v)?;
-        }
-        if m.chunk_size == 0 || m.chunk_size > (64 << 20) || !m.chunk_size.is_multiple_of(512) {
+        check_fields(&m)?;
+        if m.chunk_size == 0
+            || m.chunk_size > crate::MAX_CHUNK_SIZE
+            || !m.chunk_size.is_multiple_of(512)
+        {
             return Err(bad(
-                "chunk_size must be a multiple of 512 between 512 B and 64 MiB",
+                "chunk_size must be a multiple of 512 between 512 B and 1 MiB (the applier's memory is a few chunks)",
             ));
         }
         if m.payloads.is_empty() {
@@ -236,6 +242,10 @@ impl Manifest {
             ));
         }
         for (i, p) in m.payloads.iter().enumerate() {
+            check_value("payload", &p.name)?;
+            if p.size == 0 {
+                return Err(bad(format!("payload '{}' is empty", p.name)));
+            }
             if m.payloads[..i].iter().any(|q| q.name == p.name) {
                 return Err(bad(format!("payload '{}' appears twice", p.name)));
             }

@@ -82,6 +82,8 @@ impl<R: Read> BundleReader<R> {
     }
 
     /// Checks nothing follows the last payload (call after all payloads).
+    /// Reads at most one byte more: a stream that never ends is refused at
+    /// its first extra byte, not read for ever.
     pub fn finish(mut self) -> Result<(), BundleError> {
         if self.next_payload()?.is_some() {
             return Err(BundleError::SizeMismatch {
@@ -89,19 +91,15 @@ impl<R: Read> BundleReader<R> {
                 detail: "was not read".into(),
             });
         }
-        let mut extra = 0u64;
-        let mut buf = [0u8; 4096];
+        let mut probe = [0u8; 1];
         loop {
-            let n = self.r.read(&mut buf)?;
-            if n == 0 {
-                break;
+            match self.r.read(&mut probe) {
+                Ok(0) => return Ok(()),
+                Ok(_) => return Err(BundleError::Trailing),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BundleError::Io(e)),
             }
-            extra += n as u64;
         }
-        if extra > 0 {
-            return Err(BundleError::Trailing(extra));
-        }
-        Ok(())
     }
 }
 

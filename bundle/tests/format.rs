@@ -57,7 +57,14 @@ fn read_all(
     bytes: &[u8],
     trusted: &[ed25519_dalek::VerifyingKey],
 ) -> Result<Vec<Vec<u8>>, BundleError> {
-    let mut rd = BundleReader::open(bytes, trusted)?;
+    read_all_from(bytes, trusted)
+}
+
+fn read_all_from(
+    source: impl std::io::Read,
+    trusted: &[ed25519_dalek::VerifyingKey],
+) -> Result<Vec<Vec<u8>>, BundleError> {
+    let mut rd = BundleReader::open(source, trusted)?;
     rd.check_board("qemu-aarch64")?;
     let mut out = Vec::new();
     let mut buf = Vec::new();
@@ -127,8 +134,57 @@ fn trailing_bytes_are_rejected() {
     bytes.extend_from_slice(b"junk");
     assert!(matches!(
         read_all(&bytes, &[k.verifying_key()]),
-        Err(BundleError::Trailing(4))
+        Err(BundleError::Trailing)
     ));
+}
+
+/// A valid bundle followed by a stream that never ends is refused at its
+/// first extra byte, not read for ever.
+#[test]
+fn an_endless_tail_is_refused_at_once() {
+    use std::io::Read;
+    let k = key(1);
+    let (bytes, ..) = make(&[&k]);
+    let endless = (&bytes[..]).chain(std::io::repeat(7));
+    assert!(matches!(
+        read_all_from(endless, &[k.verifying_key()]),
+        Err(BundleError::Trailing)
+    ));
+}
+
+/// Signed manifests a hostile or broken builder could write: sizes that
+/// overflow, chunks too large for the applier's memory, versions and
+/// names the tools cannot order or print safely. Each is an error, never a
+/// panic.
+#[test]
+fn hostile_signed_manifests_are_refused_without_panicking() {
+    let k = key(1);
+    let (bytes, ..) = make(&[&k]);
+    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let text = std::str::from_utf8(&bytes[16..16 + len])
+        .unwrap()
+        .to_string();
+    let body = &bytes[16 + len + 1 + 96..];
+    let m = Manifest::parse(&text).unwrap();
+    let p = m.payload("boot").unwrap();
+    let first = p.chunks[0];
+    let huge = u64::MAX - 10;
+    let cases = [
+        text.replace(
+            &format!("chunk={} ", first.stored),
+            &format!("chunk={huge} "),
+        ),
+        text.replace(&format!("stored={} ", p.stored), &format!("stored={huge} ")),
+        text.replace("chunk_size=1024", "chunk_size=67108864"),
+        text.replace("version=0.2.0", "version=v0.2.0"),
+        text.replace("board=qemu-aarch64", "board=qemu\u{1b}[31m"),
+    ];
+    for forged in cases {
+        assert_ne!(forged, text);
+        let resigned = resign(&forged, body, &k);
+        let r = std::panic::catch_unwind(|| read_all(&resigned, &[k.verifying_key()]));
+        assert!(matches!(r, Ok(Err(_))), "accepted or panicked: {forged}");
+    }
 }
 
 #[test]

@@ -155,6 +155,21 @@ fn new_sector() -> [u8; 512] {
     s
 }
 
+/// Why a table read from a card is not safe to write through.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LayoutError {
+    #[error(
+        "the card has no partition {0}; it is not a Keel card, or its partition table is damaged"
+    )]
+    Missing(u8),
+    #[error("partition {number} ends at sector {end}, past the end of the card ({disk} sectors); the partition table is damaged or the image truncated: refusing to write")]
+    PastEnd { number: u8, end: u64, disk: u64 },
+    #[error("partitions {0} and {1} overlap; the partition table is damaged or forged: refusing to write either")]
+    Overlap(u8, u8),
+    #[error("partition {0} lies outside the extended partition; the partition table is damaged: refusing to write")]
+    OutsideExtended(u8),
+}
+
 struct Checked<'a> {
     primaries: Vec<&'a Partition>,
     extended: Option<&'a Partition>,
@@ -164,6 +179,62 @@ struct Checked<'a> {
 impl PartitionTable {
     pub fn get(&self, number: u8) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.number == number)
+    }
+
+    /// Checks a table read from a card before anything is written through
+    /// it: every partition in `required` is present, none reaches past the
+    /// card's `disk_sectors`, no two data partitions share a sector, and the
+    /// logical ones lie inside the extended one. A forged or damaged table
+    /// could otherwise make a write to one slot land on the other.
+    pub fn check_writable(&self, required: &[u8], disk_sectors: u64) -> Result<(), LayoutError> {
+        for n in required {
+            if self.get(*n).is_none() {
+                return Err(LayoutError::Missing(*n));
+            }
+        }
+        for p in &self.partitions {
+            let end = p.start_lba.saturating_add(p.sectors);
+            if end > disk_sectors {
+                return Err(LayoutError::PastEnd {
+                    number: p.number,
+                    end,
+                    disk: disk_sectors,
+                });
+            }
+        }
+        let ext = self.partitions.iter().find(|p| is_extended(p.kind));
+        let data: Vec<&Partition> = self
+            .partitions
+            .iter()
+            .filter(|p| !is_extended(p.kind))
+            .collect();
+        for (i, a) in data.iter().enumerate() {
+            for b in &data[i + 1..] {
+                if a.start_lba < b.end() && b.start_lba < a.end() {
+                    return Err(LayoutError::Overlap(
+                        a.number.min(b.number),
+                        a.number.max(b.number),
+                    ));
+                }
+            }
+            match ext {
+                Some(e) if a.number > 4 => {
+                    if a.start_lba < e.start_lba || a.end() > e.end() {
+                        return Err(LayoutError::OutsideExtended(a.number));
+                    }
+                }
+                Some(e) => {
+                    if a.start_lba < e.end() && e.start_lba < a.end() {
+                        return Err(LayoutError::Overlap(
+                            a.number.min(e.number),
+                            a.number.max(e.number),
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// Linux derives an MBR partition's PARTUUID from the disk id and number.
@@ -514,6 +585,51 @@ mod tests {
             parts.push((number, start, size, kind, bootable));
         }
         (label_id, parts)
+    }
+
+    #[test]
+    fn writable_check_refuses_overlaps_and_overruns() {
+        let t = keel_table();
+        let disk = t.partitions.iter().map(|p| p.end()).max().unwrap();
+        let all = [1, 2, 3, 4, 5, 6, 7];
+        assert_eq!(t.check_writable(&all, disk), Ok(()));
+        assert_eq!(
+            t.check_writable(&all, disk - 1),
+            Err(LayoutError::PastEnd {
+                number: 7,
+                end: disk,
+                disk: disk - 1
+            })
+        );
+        let mut bad = t.clone();
+        bad.partitions.retain(|p| p.number != 6);
+        assert_eq!(bad.check_writable(&all, disk), Err(LayoutError::Missing(6)));
+        // Partition 3 pointed at partition 2's sectors.
+        let mut bad = t.clone();
+        let two = bad.get(2).unwrap().clone();
+        let three = bad.partitions.iter_mut().find(|p| p.number == 3).unwrap();
+        three.start_lba = two.start_lba;
+        assert_eq!(
+            bad.check_writable(&all, disk),
+            Err(LayoutError::Overlap(2, 3))
+        );
+        // Partition 6 grown over partition 5.
+        let mut bad = t.clone();
+        let five = bad.get(5).unwrap().clone();
+        let six = bad.partitions.iter_mut().find(|p| p.number == 6).unwrap();
+        six.sectors += six.start_lba - five.start_lba;
+        six.start_lba = five.start_lba;
+        assert_eq!(
+            bad.check_writable(&all, disk),
+            Err(LayoutError::Overlap(5, 6))
+        );
+        // A primary inside the extended partition.
+        let mut bad = t.clone();
+        let ext = bad.get(4).unwrap().clone();
+        let one = bad.partitions.iter_mut().find(|p| p.number == 1).unwrap();
+        one.start_lba = ext.start_lba + 1;
+        one.sectors = 8;
+        assert!(bad.check_writable(&all, disk).is_err());
     }
 
     #[test]

@@ -5,13 +5,35 @@
 pub const KERNEL: &str = "vmlinuz";
 /// The initramfs, in every slot's boot partition.
 pub const INITRAMFS: &str = "initrd.img";
-/// U-Boot boards: the slot's kernel command line as a U-Boot env file.
-pub const BOOTARGS: &str = "bootargs.env";
+/// The boot script loads a slot's kernel command line (a U-Boot env file)
+/// by this name, with `${keel_slot}` set to the slot's letter.
+pub const BOOTARGS_TEMPLATE: &str = "bootargs-${keel_slot}.env";
+
+/// A slot's kernel command line. Every boot partition holds both slots'
+/// files, so one boot partition image serves either slot and an update
+/// bundle carries it once.
+pub fn bootargs(slot: crate::Slot) -> &'static str {
+    match slot {
+        crate::Slot::A => "bootargs-a.env",
+        crate::Slot::B => "bootargs-b.env",
+    }
+}
 /// U-Boot boards: Keel's boot script, in the boot selector.
 pub const BOOT_SCRIPT: &str = "boot.scr";
-/// Raspberry Pi firmware: the slot selection, in the boot selector.
-pub const AUTOBOOT: &str = "autoboot.txt";
-/// Raspberry Pi firmware: what to load, in each slot.
+/// Raspberry Pi: the firmware's configuration, in the boot selector.
 pub const CONFIG_TXT: &str = "config.txt";
-/// Raspberry Pi firmware: the slot's kernel command line.
-pub const CMDLINE_TXT: &str = "cmdline.txt";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_names_each_slots_file() {
+        for s in crate::Slot::ALL {
+            assert_eq!(
+                BOOTARGS_TEMPLATE.replace("${keel_slot}", s.as_str()),
+                bootargs(s)
+            );
+        }
+    }
+}

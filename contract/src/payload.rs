@@ -3,15 +3,18 @@
 
 use crate::Slot;
 
-/// Slot A's whole boot partition image.
+/// The whole boot partition image, the same for either slot (it holds both
+/// slots' command lines; the boot script picks its own).
+pub const BOOT: &str = "boot";
+/// Older bundles: slot A's and slot B's boot partition images, each with
+/// only its own command line. Still accepted.
 pub const BOOT_A: &str = "boot-a";
-/// Slot B's whole boot partition image.
 pub const BOOT_B: &str = "boot-b";
 /// The root filesystem (squashfs), the same for either slot.
 pub const ROOTFS: &str = "rootfs";
 
-/// The boot payload written when `slot` is updated.
-pub fn boot(slot: Slot) -> &'static str {
+/// The older, per-slot boot payload written when `slot` is updated.
+pub fn legacy_boot(slot: Slot) -> &'static str {
     match slot {
         Slot::A => BOOT_A,
         Slot::B => BOOT_B,
@@ -31,7 +34,10 @@ pub enum Destination {
 pub fn destination(name: &str, target: Slot) -> Option<Destination> {
     Some(match name {
         ROOTFS => Destination::Partition(target.rootfs_partition()),
-        BOOT_A | BOOT_B if name == boot(target) => Destination::Partition(target.boot_partition()),
+        BOOT => Destination::Partition(target.boot_partition()),
+        BOOT_A | BOOT_B if name == legacy_boot(target) => {
+            Destination::Partition(target.boot_partition())
+        }
         BOOT_A | BOOT_B => Destination::Skip,
         _ => return None,
     })
@@ -52,6 +58,7 @@ mod tests {
             Some(Destination::Partition(3))
         );
         assert_eq!(destination(BOOT_A, Slot::B), Some(Destination::Skip));
+        assert_eq!(destination(BOOT, Slot::A), Some(Destination::Partition(2)));
         assert_eq!(destination("kernel", Slot::A), None);
     }
 }

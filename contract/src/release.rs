@@ -20,28 +20,31 @@ pub const BOOT_BACKEND: &str = "boot_backend";
 pub const MAX_TRIES: &str = "max_tries";
 pub const BUILD_TIME: &str = "build_time";
 
-/// How a card chooses the slot it boots (docs/boot.md).
+/// The most trial boots a board may give a new slot before falling back
+/// (the board config's `max_tries`; the boot script and the boot-state
+/// records are generated for it).
+pub const MAX_TRIES_LIMIT: u32 = 8;
+
+/// How a card chooses the slot it boots (docs/boot.md). One backend today:
+/// the release file names it so that an image with another one is refused
+/// by name rather than misread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootBackend {
     /// Debian's U-Boot running Keel's boot script with the two-record
-    /// boot state.
+    /// boot state (every board, the Raspberry Pis included).
     Uboot,
-    /// The Raspberry Pi firmware's `autoboot.txt` and one-shot tryboot flag.
-    Tryboot,
 }
 
 impl BootBackend {
     pub fn name(self) -> &'static str {
         match self {
             BootBackend::Uboot => "uboot",
-            BootBackend::Tryboot => "tryboot",
         }
     }
 
     pub fn parse(s: &str) -> Option<BootBackend> {
         match s {
             "uboot" => Some(BootBackend::Uboot),
-            "tryboot" => Some(BootBackend::Tryboot),
             _ => None,
         }
     }
@@ -181,7 +184,7 @@ impl Release {
         BootBackend::parse(v).ok_or_else(|| ReleaseError::Invalid {
             key: BOOT_BACKEND,
             value: v.into(),
-            expected: "uboot or tryboot",
+            expected: "uboot",
         })
     }
 
@@ -190,11 +193,11 @@ impl Release {
         let v = required(MAX_TRIES, &self.max_tries)?;
         v.parse()
             .ok()
-            .filter(|t| (1..=9).contains(t))
+            .filter(|t| (1..=MAX_TRIES_LIMIT).contains(t))
             .ok_or_else(|| ReleaseError::Invalid {
                 key: MAX_TRIES,
                 value: v.into(),
-                expected: "a number from 1 to 9",
+                expected: "a number from 1 to 8",
             })
     }
 
@@ -267,9 +270,13 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_fields_are_named() {
-        let r = Release::parse("boot_backend=grub\nmax_tries=99\nbuild_time=soon\n");
+        let r = Release::parse("boot_backend=tryboot\nmax_tries=99\nbuild_time=soon\n");
         assert_eq!(r.version(), Err(ReleaseError::Missing(VERSION)));
-        assert!(r.boot_backend().unwrap_err().to_string().contains("grub"));
+        assert!(r
+            .boot_backend()
+            .unwrap_err()
+            .to_string()
+            .contains("tryboot"));
         assert!(r.max_tries().is_err());
         assert_eq!(r.build_time(), None);
         assert_eq!(

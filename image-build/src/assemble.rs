@@ -7,13 +7,11 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use card_format::bootstate;
-use keel_contract::bootfiles::{
-    AUTOBOOT, BOOTARGS, BOOT_SCRIPT, CMDLINE_TXT, CONFIG_TXT, INITRAMFS, KERNEL,
-};
+use keel_contract::bootfiles::{bootargs, BOOT_SCRIPT, CONFIG_TXT, INITRAMFS, KERNEL};
 use keel_contract::partition::{BOOT_A, BOOT_B, DATA, ROOTFS_A, SELECTOR};
 use keel_contract::{paths, Release, Slot};
 
-use crate::board::{BoardConfig, BootBackend, FileTarget};
+use crate::board::{BoardConfig, FileTarget};
 use crate::bootfiles;
 use crate::fat::FatFile;
 use crate::fstree::{FsTree, Node, NodeKind};
@@ -47,6 +45,8 @@ pub enum AssembleError {
     Mbr(#[from] card_format::mbr::MbrError),
     #[error("{0}")]
     Release(#[from] keel_contract::release::ReleaseError),
+    #[error("the boot state: {0}")]
+    BootState(card_format::bootstate::RecordError),
     #[error("the root filesystem is {size} bytes but its slot holds {slot}; raise partitions.rootfs_slot_mib in the board config")]
     RootfsTooBig { size: u64, slot: u64 },
 }
@@ -83,9 +83,8 @@ pub struct Usage {
 
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// Slot B's boot partition image (a temporary file next to the image)
-    /// and the root filesystem: the payloads of the update bundle.
-    pub boot_b_image: PathBuf,
+    /// The root filesystem; with slot A's boot partition (which serves
+    /// either slot), the payloads of the update bundle.
     pub rootfs_image: Vec<u8>,
     pub kernel_release: String,
     pub initramfs_modules: Vec<String>,
@@ -253,18 +252,23 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             data: initrd,
         },
     ];
+    let mut dtb_selector_files = Vec::new();
     for dtb in &cfg.kernel.dtbs {
         let src = kroot
             .join("usr/lib")
             .join(format!("linux-image-{kver}"))
             .join(dtb);
         let name = dtb.rsplit('/').next().unwrap_or(dtb);
-        slot_files.push(FatFile {
+        let file = FatFile {
             path: name.into(),
             data: read(&src, "reading a device tree")?,
-        });
+        };
+        match cfg.kernel.dtbs_target {
+            FileTarget::Selector => dtb_selector_files.push(file),
+            FileTarget::Slot => slot_files.push(file),
+        }
     }
-    let mut selector_files = Vec::new();
+    let mut selector_files = dtb_selector_files;
     for f in &cfg.files {
         let src = package_root(inputs, &f.package)?.join(&f.path);
         if !src.is_file() {
@@ -282,51 +286,35 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
             FileTarget::Slot => slot_files.push(file),
         }
     }
-    match cfg.boot_backend {
-        BootBackend::Uboot => {
-            let arch = match cfg.arch {
-                crate::board::Arch::Aarch64 => crate::uboot::UbootArch::Arm64,
-                crate::board::Arch::Armv7 => crate::uboot::UbootArch::Arm,
-            };
-            let script = bootfiles::uboot_script(cfg);
-            selector_files.push(FatFile {
-                path: BOOT_SCRIPT.into(),
-                data: crate::uboot::script_image(
-                    &script,
-                    "keel boot selector",
-                    arch,
-                    inputs.epoch as u32,
-                ),
-            });
-        }
-        BootBackend::Tryboot => {
-            selector_files.push(FatFile {
-                path: AUTOBOOT.into(),
-                data: bootfiles::autoboot_txt(Slot::A).into(),
-            });
-            slot_files.push(FatFile {
-                path: CONFIG_TXT.into(),
-                data: bootfiles::config_txt(cfg).into(),
-            });
-        }
-    }
-    // The one file that differs between the slots: the kernel command line
-    // naming the slot's own root filesystem.
-    let with_cmdline = |slot: Slot| {
-        let mut files = slot_files.clone();
-        files.push(match cfg.boot_backend {
-            BootBackend::Uboot => FatFile {
-                path: BOOTARGS.into(),
-                data: bootfiles::uboot_bootargs(&layout, cfg, slot).into(),
-            },
-            BootBackend::Tryboot => FatFile {
-                path: CMDLINE_TXT.into(),
-                data: bootfiles::cmdline_txt(&layout, cfg, slot).into(),
-            },
-        });
-        files
+    let arch = match cfg.arch {
+        crate::board::Arch::Aarch64 => crate::uboot::UbootArch::Arm64,
+        crate::board::Arch::Armv7 => crate::uboot::UbootArch::Arm,
     };
-    let boot_a_files = with_cmdline(Slot::A);
+    selector_files.push(FatFile {
+        path: BOOT_SCRIPT.into(),
+        data: crate::uboot::script_image(
+            &bootfiles::uboot_script(cfg),
+            "keel boot selector",
+            arch,
+            inputs.epoch as u32,
+        ),
+    });
+    if let Some(text) = bootfiles::config_txt(cfg) {
+        selector_files.push(FatFile {
+            path: CONFIG_TXT.into(),
+            data: text.into(),
+        });
+    }
+    // Each slot's kernel command line names its own root filesystem; both
+    // go into the boot partition, so the same image serves either slot and
+    // an update carries it once.
+    let mut boot_files = slot_files;
+    for slot in Slot::ALL {
+        boot_files.push(FatFile {
+            path: bootargs(slot).into(),
+            data: bootfiles::uboot_bootargs(&layout, cfg, slot).into(),
+        });
+    }
 
     // Write the card. A fresh file, sized up front so untouched regions
     // (rootfs B, gaps) stay sparse holes.
@@ -340,26 +328,27 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
     file.set_len(layout.image_size)
         .map_err(io_err("sizing the image", out))?;
     layout.table.write_to(&mut file)?;
-    if cfg.boot_backend == BootBackend::Uboot {
-        // The boot state: both records hold the initial state (slot a).
-        for off in bootstate::COPIES {
-            file.seek(SeekFrom::Start(off))
-                .map_err(io_err("writing the boot state", out))?;
-            file.write_all(&bootstate::Record::INITIAL.encode())
-                .map_err(io_err("writing the boot state", out))?;
-        }
+    // The boot state: both records say slot a holds this build's image and
+    // slot b nothing.
+    let initial = bootstate::Record::initial(&format!("{}@{}", inputs.version, inputs.build_id))
+        .encode()
+        .map_err(AssembleError::BootState)?;
+    for off in bootstate::COPIES {
+        file.seek(SeekFrom::Start(off))
+            .map_err(io_err("writing the boot state", out))?;
+        file.write_all(&initial)
+            .map_err(io_err("writing the boot state", out))?;
     }
     let mut usage = Vec::new();
     for (number, role, files) in [
         (SELECTOR, "boot selector", &selector_files),
-        (BOOT_A, "boot A", &boot_a_files),
+        (BOOT_A, "boot A", &boot_files),
         (BOOT_B, "boot B", &Vec::new()),
     ] {
         let (off, len) = layout.span(number);
         let label = match number {
             SELECTOR => "KEEL-SEL",
-            BOOT_A => "KEEL-BOOTA",
-            _ => "KEEL-BOOTB",
+            _ => "KEEL-BOOT",
         };
         let vol = derive(&cfg.name, label);
         let vol = u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]);
@@ -412,36 +401,7 @@ pub fn build_image(inputs: &Inputs, out: &Path) -> Result<Report, AssembleError>
         .and_then(|f| f.sync_all())
         .map_err(io_err("syncing the image", out))?;
 
-    // Slot B's boot partition as an update payload (the card's own B stays
-    // empty until an update writes it).
-    let boot_b = out.with_extension("boot-b.tmp");
-    {
-        let (_, len) = layout.span(BOOT_B);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&boot_b)
-            .map_err(io_err("creating the slot B boot image", &boot_b))?;
-        f.set_len(len)
-            .map_err(io_err("sizing the slot B boot image", &boot_b))?;
-        let vol = derive(&cfg.name, "KEEL-BOOTB");
-        let vol = u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]);
-        crate::fat::format_and_fill(
-            &mut f,
-            len,
-            "KEEL-BOOTB",
-            vol,
-            &with_cmdline(Slot::B),
-            inputs.epoch,
-        )?;
-        f.sync_all()
-            .map_err(io_err("syncing the slot B boot image", &boot_b))?;
-    }
-
     Ok(Report {
-        boot_b_image: boot_b,
         rootfs_image: squash,
         kernel_release: kver,
         initramfs_modules: early.iter().map(|m| m.name.clone()).collect(),

@@ -44,12 +44,12 @@ impl Arch {
 
 pub use keel_contract::BootBackend;
 
-/// `boot_backend = "uboot"` or `"tryboot"`, by the contract's names.
+/// `boot_backend = "uboot"`, by the contract's names.
 fn boot_backend<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BootBackend, D::Error> {
     let name = String::deserialize(d)?;
     BootBackend::parse(&name).ok_or_else(|| {
         serde::de::Error::custom(format!(
-            "unknown boot_backend '{name}': use \"uboot\" or \"tryboot\""
+            "unknown boot_backend '{name}': use \"uboot\" (the Pi firmware's tryboot needs the Raspberry Pi kernel; Keel's Pi boards boot through U-Boot, see docs/boards.md)"
         ))
     })
 }
@@ -89,10 +89,14 @@ impl PackageFile {
 pub struct KernelConfig {
     /// Debian package (or metapackage, followed to the versioned image package).
     pub package: String,
-    /// Device trees copied into each boot slot, relative to the package's
+    /// Device trees from the kernel package, relative to its
     /// `usr/lib/linux-image-<kver>/`. Empty when firmware (QEMU) supplies one.
     #[serde(default)]
     pub dtbs: Vec<String>,
+    /// Where they go: each boot slot (default; U-Boot loads them with the
+    /// kernel) or the boot selector (the Pi firmware reads them there).
+    #[serde(default = "slot_target")]
+    pub dtbs_target: FileTarget,
     /// Modules the initramfs loads to reach the root filesystem and /data.
     pub initramfs_modules: Vec<String>,
     /// Further modules shipped in the root filesystem and loaded at boot.
@@ -121,27 +125,67 @@ fn default_headroom() -> u64 {
     25
 }
 
+/// Where the kernel's device tree comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FdtSource {
+    /// The one U-Boot itself runs with (QEMU hands one to U-Boot).
+    #[default]
+    Control,
+    /// The one the Raspberry Pi firmware loaded as `config.txt` says and
+    /// passed to U-Boot, with the firmware's command line put first.
+    Firmware,
+    /// A file in the slot's boot partition, loaded with the kernel.
+    Slot(String),
+}
+
+fn fdt_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FdtSource, D::Error> {
+    Ok(match String::deserialize(d)?.as_str() {
+        "control" => FdtSource::Control,
+        "firmware" => FdtSource::Firmware,
+        file => FdtSource::Slot(file.to_string()),
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UbootConfig {
-    /// Where the device tree comes from: a file name in the boot slot, or
-    /// None to pass on the one firmware (QEMU) gave U-Boot.
-    pub fdt: Option<String>,
+    /// `"control"` (default), `"firmware"`, or a device tree file name in
+    /// the boot slot.
+    #[serde(default, deserialize_with = "fdt_source")]
+    pub fdt: FdtSource,
     /// How many times a slot on trial is booted before falling back.
     #[serde(default = "default_tries")]
     pub max_tries: u32,
+}
+
+fn slot_target() -> FileTarget {
+    FileTarget::Slot
 }
 
 fn default_tries() -> u32 {
     3
 }
 
+/// The Raspberry Pi firmware's `config.txt` in the boot selector. The
+/// firmware reads it before anything of Keel runs; `kernel=` names what it
+/// starts (U-Boot) and the `device_tree` entries give each model its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrybootConfig {
-    /// Lines appended to each slot's config.txt.
-    #[serde(default)]
+pub struct RaspberryPiConfig {
+    /// Lines for every model (`[all]`), e.g. `arm_64bit=1`, `kernel=u-boot.bin`.
     pub config_txt: Vec<String>,
+    /// One section per model filter, in order: the firmware applies every
+    /// section whose filter matches the board, the last assignment winning.
+    pub device_tree: Vec<PiDeviceTree>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiDeviceTree {
+    /// A firmware model filter: `pi3`, `pi3+`, `pi4`, …
+    pub filter: String,
+    /// A device tree file in the boot selector.
+    pub file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -149,11 +193,16 @@ pub struct TrybootConfig {
 pub struct QemuConfig {
     pub system: String,
     pub machine: String,
-    pub cpu: String,
+    pub cpu: Option<String>,
     pub memory: String,
     /// U-Boot build QEMU runs as firmware (`-bios`), out of a package.
-    pub bios_package: String,
-    pub bios_path: String,
+    pub bios_package: Option<String>,
+    pub bios_path: Option<String>,
+    /// Raspberry Pi machines: QEMU cannot run the GPU firmware, so `cargo
+    /// xtask qemu` plays its part for this model filter (e.g. `pi3` for
+    /// `raspi3b`): it starts what the card's `config.txt` names as
+    /// `kernel=` with the device tree it picks for the model.
+    pub pi_model: Option<String>,
 }
 
 /// Update bundles: who may sign them and what they may replace.
@@ -257,7 +306,7 @@ pub struct BoardConfig {
     #[serde(default)]
     pub files: Vec<PackageFile>,
     pub uboot: Option<UbootConfig>,
-    pub tryboot: Option<TrybootConfig>,
+    pub raspberrypi: Option<RaspberryPiConfig>,
     pub qemu: Option<QemuConfig>,
     #[serde(default)]
     pub update: UpdateConfig,
@@ -306,7 +355,7 @@ impl BoardConfig {
             .files
             .iter()
             .map(|f| &f.package)
-            .chain(self.qemu.iter().map(|q| &q.bios_package));
+            .chain(self.qemu.iter().filter_map(|q| q.bios_package.as_ref()));
         for p in extra {
             if !out.contains(p) {
                 out.push(p.clone());
@@ -323,18 +372,35 @@ impl BoardConfig {
         if let Some(n) = &self.network {
             n.validate().map_err(invalid)?;
         }
-        match self.boot_backend {
-            BootBackend::Uboot if self.uboot.is_none() => {
+        let Some(uboot) = &self.uboot else {
+            return Err(invalid(
+                "boot_backend = \"uboot\" needs a [uboot] section".into(),
+            ));
+        };
+        if uboot.max_tries == 0 || uboot.max_tries > card_format::bootstate::MAX_TRIES_LIMIT {
+            return Err(invalid(format!(
+                "uboot.max_tries = {}: must be 1 to {}",
+                uboot.max_tries,
+                card_format::bootstate::MAX_TRIES_LIMIT
+            )));
+        }
+        if (uboot.fdt == FdtSource::Firmware) != self.raspberrypi.is_some() {
+            return Err(invalid(
+                "uboot.fdt = \"firmware\" and a [raspberrypi] section go together: the Pi firmware loads the device tree that config.txt names".into(),
+            ));
+        }
+        if let Some(q) = &self.qemu {
+            let bios = q.bios_package.is_some() && q.bios_path.is_some();
+            if bios == q.pi_model.is_some() || q.bios_package.is_some() != q.bios_path.is_some() {
                 return Err(invalid(
-                    "boot_backend = \"uboot\" needs a [uboot] section".into(),
-                ))
+                    "[qemu] needs either bios_package and bios_path (U-Boot as QEMU's firmware) or pi_model (the Pi firmware's part played by xtask)".into(),
+                ));
             }
-            BootBackend::Tryboot if self.tryboot.is_none() => {
+            if q.pi_model.is_some() && self.raspberrypi.is_none() {
                 return Err(invalid(
-                    "boot_backend = \"tryboot\" needs a [tryboot] section".into(),
-                ))
+                    "[qemu] pi_model needs a [raspberrypi] section".into(),
+                ));
             }
-            _ => {}
         }
         let p = &self.partitions;
         for (what, mib, min) in [

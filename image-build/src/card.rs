@@ -82,7 +82,6 @@ pub fn keys_of(tree: &FsTree) -> Result<Vec<VerifyingKey>, CardImageError> {
 /// The boot backend a release file names.
 pub fn flow_of(release: &Release) -> Result<Box<dyn BootFlow>, CardImageError> {
     Ok(match release.boot_backend()? {
-        BootBackend::Tryboot => Box::new(update::tryboot::Tryboot),
         BootBackend::Uboot => Box::new(update::uboot::Uboot {
             max_tries: release.max_tries()?,
         }),
@@ -99,11 +98,11 @@ pub fn boot_flow(card: &Card) -> Result<(Box<dyn BootFlow>, BootBackend), CardIm
     Err(CardImageError::NoSlot)
 }
 
-/// Where a bundle to apply comes from.
+/// Where a bundle to apply comes from. Either is read once, each chunk
+/// verified before it is written (docs/bundle.md).
 pub enum BundleSource<'a> {
-    /// A file, read twice: verified in full before the first write.
     File(&'a Path),
-    /// A stream read once (stdin).
+    /// stdin.
     Stream(&'a mut dyn Read),
 }
 
@@ -132,16 +131,11 @@ pub fn apply(
     Ok(match source {
         BundleSource::Stream(r) => update::apply(r, &mut card, flow.as_ref(), &opts)?,
         BundleSource::File(path) => {
-            let open = || {
-                std::fs::File::open(path)
-                    .map(std::io::BufReader::new)
-                    .map_err(|source| CardImageError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-            };
-            let verified = update::verify(open()?, &opts)?;
-            update::apply_verified(open()?, &mut card, flow.as_ref(), &opts, &verified)?
+            let f = std::fs::File::open(path).map_err(|source| CardImageError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            update::apply(std::io::BufReader::new(f), &mut card, flow.as_ref(), &opts)?
         }
     })
 }

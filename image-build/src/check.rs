@@ -5,13 +5,11 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::board::{Arch, BoardConfig, BootBackend, FileTarget};
+use crate::board::{Arch, BoardConfig, FdtSource, FileTarget};
 use card_format::mbr::PartitionTable;
-use keel_contract::bootfiles::{
-    AUTOBOOT, BOOTARGS, BOOT_SCRIPT, CMDLINE_TXT, CONFIG_TXT, INITRAMFS, KERNEL,
-};
+use keel_contract::bootfiles::{bootargs, BOOT_SCRIPT, CONFIG_TXT, INITRAMFS, KERNEL};
 use keel_contract::partition::{BOOT_A, ROOTFS_A, SELECTOR};
-use keel_contract::{paths, KernelCmdline, Release};
+use keel_contract::{paths, KernelCmdline, Release, Slot};
 
 use crate::elf::ElfArch;
 use crate::fstree::{FsTree, NodeKind};
@@ -38,6 +36,10 @@ pub struct CardContents {
     pub selector: Vec<(String, u64)>,
     pub boot_a: Vec<(String, u64)>,
     pub cmdline: String,
+    /// Slot B's, from the same boot partition (one image serves both).
+    pub cmdline_b: String,
+    /// The Pi firmware's config.txt in the boot selector, on Pi boards.
+    pub config_txt: Option<String>,
     pub initramfs: FsTree,
     pub rootfs: FsTree,
 }
@@ -72,14 +74,21 @@ pub fn read_card(image: &Path, cfg: &BoardConfig) -> Result<CardContents, String
     };
     let selector = fat(&mut f, SELECTOR)?;
     let boot_a = fat(&mut f, BOOT_A)?;
-    let cmdline = match cfg.boot_backend {
-        BootBackend::Uboot => String::from_utf8_lossy(&read_fat(&mut f, BOOT_A, BOOTARGS)?)
-            .trim()
-            .trim_start_matches("bootargs=")
-            .to_string(),
-        BootBackend::Tryboot => String::from_utf8_lossy(&read_fat(&mut f, BOOT_A, CMDLINE_TXT)?)
-            .trim()
-            .to_string(),
+    let mut read_cmdline = |slot: Slot| -> Result<String, String> {
+        Ok(
+            String::from_utf8_lossy(&read_fat(&mut f, BOOT_A, bootargs(slot))?)
+                .trim()
+                .trim_start_matches("bootargs=")
+                .to_string(),
+        )
+    };
+    let cmdline = read_cmdline(Slot::A)?;
+    let cmdline_b = read_cmdline(Slot::B)?;
+    let config_txt = match cfg.raspberrypi {
+        Some(_) => {
+            Some(String::from_utf8_lossy(&read_fat(&mut f, SELECTOR, CONFIG_TXT)?).into_owned())
+        }
+        None => None,
     };
     let initrd = read_fat(&mut f, BOOT_A, INITRAMFS)?;
     let initramfs =
@@ -92,6 +101,8 @@ pub fn read_card(image: &Path, cfg: &BoardConfig) -> Result<CardContents, String
         selector,
         boot_a,
         cmdline,
+        cmdline_b,
+        config_txt,
         initramfs,
         rootfs,
     })
@@ -115,23 +126,48 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
     let has =
         |files: &[(String, u64)], name: &str| files.iter().any(|(n, size)| n == name && *size > 0);
 
-    let mut selector_need: Vec<String> = Vec::new();
-    let mut slot_need: Vec<String> = vec![KERNEL.into(), INITRAMFS.into()];
-    match cfg.boot_backend {
-        BootBackend::Uboot => {
-            selector_need.push(BOOT_SCRIPT.into());
-            slot_need.push(BOOTARGS.into());
-            if let Some(fdt) = cfg.uboot.as_ref().and_then(|u| u.fdt.clone()) {
-                slot_need.push(fdt);
-            }
-        }
-        BootBackend::Tryboot => {
-            selector_need.push(AUTOBOOT.into());
-            slot_need.extend([CONFIG_TXT.into(), CMDLINE_TXT.into()]);
-        }
+    let mut selector_need: Vec<String> = vec![BOOT_SCRIPT.into()];
+    let mut slot_need: Vec<String> = vec![
+        KERNEL.into(),
+        INITRAMFS.into(),
+        bootargs(Slot::A).into(),
+        bootargs(Slot::B).into(),
+    ];
+    if let Some(FdtSource::Slot(fdt)) = cfg.uboot.as_ref().map(|u| &u.fdt) {
+        slot_need.push(fdt.clone());
     }
     for dtb in &cfg.kernel.dtbs {
-        slot_need.push(dtb.rsplit('/').next().unwrap_or(dtb).to_string());
+        let name = dtb.rsplit('/').next().unwrap_or(dtb).to_string();
+        match cfg.kernel.dtbs_target {
+            FileTarget::Selector => selector_need.push(name),
+            FileTarget::Slot => slot_need.push(name),
+        }
+    }
+    // On a Pi, what the firmware starts for each model must be there.
+    if let Some(text) = &card.config_txt {
+        for model in crate::pi_firmware::PiModel::ALL {
+            let covered = cfg
+                .raspberrypi
+                .iter()
+                .flat_map(|p| &p.device_tree)
+                .any(|d| model.matches(&d.filter));
+            if !covered {
+                continue;
+            }
+            let (kernel, dt) = crate::pi_firmware::boot_files(text, model);
+            match kernel {
+                Some(k) => selector_need.push(k),
+                None => out
+                    .problems
+                    .push(format!("config.txt names no kernel= for {model:?}")),
+            }
+            match dt {
+                Some(d) => selector_need.push(d),
+                None => out
+                    .problems
+                    .push(format!("config.txt names no device_tree= for {model:?}")),
+            }
+        }
     }
     for f in &cfg.files {
         match f.target {
@@ -150,33 +186,28 @@ pub fn check_card(image: &Path, cfg: &BoardConfig, early_modules: &[String]) -> 
         });
     }
 
-    // The command line must name partitions that exist on this card, read
-    // the way init reads it.
-    for (key, value) in keel_contract::cmdline::params(&card.cmdline) {
-        if let Some(uuid) = value.strip_prefix("PARTUUID=") {
-            let exists = card
-                .table
-                .partitions
-                .iter()
-                .any(|p| card.table.partuuid(p.number).to_string() == uuid);
-            out.require(exists, || {
-                format!(
-                    "kernel command line {key}= names PARTUUID {uuid}, which is not on the card"
-                )
-            });
+    // Each slot's command line must name partitions that exist on this
+    // card and its own slot and root filesystem, read the way init reads it.
+    for (slot, line) in [(Slot::A, &card.cmdline), (Slot::B, &card.cmdline_b)] {
+        for (key, value) in keel_contract::cmdline::params(line) {
+            if let Some(uuid) = value.strip_prefix("PARTUUID=") {
+                let exists = card
+                    .table
+                    .partitions
+                    .iter()
+                    .any(|p| card.table.partuuid(p.number).to_string() == uuid);
+                out.require(exists, || {
+                    format!("kernel command line {key}= names PARTUUID {uuid}, which is not on the card")
+                });
+            }
         }
+        let parsed = KernelCmdline::parse(line);
+        out.require(
+            parsed.slot() == Ok(slot)
+                && parsed.root() == Ok(card.table.partuuid(slot.rootfs_partition())),
+            || format!("slot {slot}'s command line `{line}` does not name slot {slot} and its root filesystem"),
+        );
     }
-    let parsed = KernelCmdline::parse(&card.cmdline);
-    out.require(
-        parsed.slot() == Ok(keel_contract::Slot::A)
-            && parsed.root() == Ok(card.table.partuuid(ROOTFS_A)),
-        || {
-            format!(
-                "slot A's command line `{}` does not name slot a and rootfs A",
-                card.cmdline
-            )
-        },
-    );
 
     // Initramfs: our init for this architecture, and the modules to reach root.
     check_init(

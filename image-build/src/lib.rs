@@ -20,6 +20,8 @@ pub mod layout;
 pub mod lock;
 pub mod modules;
 pub mod outputs;
+pub mod pi_firmware;
+pub mod qemu;
 pub mod slice;
 pub mod squashfs;
 mod sys;

@@ -50,12 +50,11 @@ pub struct BundleHeader<'a> {
     pub build_id: &'a str,
 }
 
-/// Writes `out` (an update bundle) from the finished card `image` (slot
-/// A's boot partition), slot B's boot partition image `boot_b` and the
-/// root filesystem, signed with `key`.
+/// Writes `out` (an update bundle) from the finished card `image`: slot
+/// A's boot partition (which serves either slot) and the root filesystem,
+/// signed with `key`.
 pub fn write_update_bundle(
     image: &Path,
-    boot_b: &Path,
     rootfs: &[u8],
     header: &BundleHeader,
     key: &SigningKey,
@@ -74,8 +73,7 @@ pub fn write_update_bundle(
     let mut card = std::fs::File::open(image).map_err(io("opening", image))?;
     card.seek(SeekFrom::Start(a_off))
         .map_err(io("reading", image))?;
-    let mut boot_a = card.take(a_len);
-    let mut boot_b = std::fs::File::open(boot_b).map_err(io("opening", boot_b))?;
+    let mut boot = card.take(a_len);
     let mut rootfs = rootfs;
     let tmp = durable::temp_path(out);
     let file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
@@ -84,13 +82,8 @@ pub fn write_update_bundle(
         &manifest,
         &mut [
             PayloadSource {
-                name: payload::BOOT_A,
-                data: &mut boot_a,
-                compression: Compression::Deflate,
-            },
-            PayloadSource {
-                name: payload::BOOT_B,
-                data: &mut boot_b,
+                name: payload::BOOT,
+                data: &mut boot,
                 compression: Compression::Deflate,
             },
             PayloadSource {

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use image_build::board::BootBackend;
 use image_build::check::{check_card, read_card};
 use image_build::elf::ElfArch;
 use image_build::fstree::NodeKind;
 use image_build::layout::{Layout, ALIGN};
 use image_build::modules::ModuleIndex;
+use image_build::pi_firmware::{boot_files, PiModel};
 
 fn file_names(files: &[(String, u64)]) -> Vec<&str> {
     files.iter().map(|(n, _)| n.as_str()).collect()
@@ -74,44 +74,35 @@ fn check_board(board: &str) {
         boot.contains(&"vmlinuz") && boot.contains(&"initrd.img"),
         "{board}: {boot:?}"
     );
-    match cfg.boot_backend {
-        BootBackend::Tryboot => {
-            assert!(sel.contains(&"autoboot.txt"), "{board}: {sel:?}");
-            assert!(
-                boot.contains(&"config.txt") && boot.contains(&"cmdline.txt"),
-                "{board}: {boot:?}"
-            );
-        }
-        BootBackend::Uboot => {
-            assert!(sel.contains(&"boot.scr"), "{board}: {sel:?}");
-            // Both boot state records hold the initial state.
-            let mut f = std::fs::File::open(&img).unwrap();
-            for off in card_format::bootstate::COPIES {
-                let mut rec = [0u8; 512];
-                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).unwrap();
-                std::io::Read::read_exact(&mut f, &mut rec).unwrap();
-                assert_eq!(
-                    card_format::bootstate::Record::decode(&rec),
-                    Some(card_format::bootstate::Record::INITIAL)
-                );
-            }
-            assert!(boot.contains(&"bootargs.env"), "{board}: {boot:?}");
-        }
+    assert!(sel.contains(&"boot.scr"), "{board}: {sel:?}");
+    assert!(
+        boot.contains(&"bootargs-a.env") && boot.contains(&"bootargs-b.env"),
+        "{board}: {boot:?}"
+    );
+    // Both boot state records say: slot a holds this build, slot b nothing.
+    let release = match card.rootfs.get("etc/keel/release").map(|n| &n.kind) {
+        Some(NodeKind::File(d)) => keel_contract::Release::parse(&String::from_utf8_lossy(d)),
+        _ => panic!("{board}: no release file"),
+    };
+    let image_id = format!(
+        "{}@{}",
+        release.version().unwrap(),
+        release.build_id().unwrap()
+    );
+    let max_tries = cfg.uboot.as_ref().unwrap().max_tries;
+    let mut f = std::fs::File::open(&img).unwrap();
+    for off in card_format::bootstate::COPIES {
+        let mut rec = [0u8; 512];
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut rec).unwrap();
+        assert_eq!(
+            card_format::bootstate::Record::decode(&rec, max_tries),
+            Some(card_format::bootstate::Record::initial(&image_id)),
+            "{board}"
+        );
     }
     match board {
-        "rpi4" => assert!(
-            boot.contains(&"start4.elf")
-                && boot.contains(&"fixup4.dat")
-                && boot.contains(&"bcm2711-rpi-4-b.dtb")
-        ),
-        "rpi3" => {
-            assert!(sel.contains(&"bootcode.bin"), "{sel:?}");
-            assert!(
-                boot.contains(&"start.elf")
-                    && boot.contains(&"fixup.dat")
-                    && boot.contains(&"bcm2837-rpi-3-b.dtb")
-            );
-        }
+        "rpi4" | "rpi3" => check_pi(board, &img, &card, &sel),
         "bbb" => {
             assert!(
                 sel.contains(&"MLO") && sel.contains(&"u-boot.img"),
@@ -402,4 +393,90 @@ fn locked_refuses_a_lock_it_cannot_honour() {
         "{err}"
     );
     assert!(!boards.path().join("qemu-aarch64.lock").exists());
+}
+
+/// The Pi boot chain at the file level: what the firmware reads from
+/// partition 1, per model, is there and is that model's build.
+fn check_pi(
+    board: &str,
+    img: &std::path::Path,
+    card: &image_build::check::CardContents,
+    sel: &[&str],
+) {
+    let config = card
+        .config_txt
+        .as_deref()
+        .expect("config.txt in partition 1");
+    let pkg_dir = |name: &str| package_root(board, name);
+    let selector = |name: &str| -> Vec<u8> {
+        let t = &card.table;
+        let p = t.get(1).unwrap();
+        let f = std::fs::File::open(img).unwrap();
+        image_build::fat::read_file(
+            image_build::slice::PartitionSlice::new(f, p.start_lba * 512, p.sectors * 512).unwrap(),
+            name,
+        )
+        .unwrap()
+    };
+    let uboot = pkg_dir("u-boot-rpi").join("usr/lib/u-boot");
+    let (models, uboot_build, firmware, compat): (&[PiModel], &str, &[&str], &[&str]) = match board
+    {
+        "rpi4" => (
+            &[PiModel::Pi4B],
+            "rpi_4",
+            &["start4.elf", "fixup4.dat"],
+            &["raspberrypi,4-model-b"],
+        ),
+        _ => (
+            &[PiModel::Pi3B, PiModel::Pi3BPlus],
+            "rpi_3",
+            &["bootcode.bin", "start.elf", "fixup.dat"],
+            &["raspberrypi,3-model-b\0", "raspberrypi,3-model-b-plus\0"],
+        ),
+    };
+    for f in firmware {
+        assert!(sel.contains(f), "{board}: partition 1 lacks {f}: {sel:?}");
+    }
+    for (model, compat) in models.iter().zip(compat) {
+        let (kernel, dtb) = boot_files(config, *model);
+        let kernel = kernel.unwrap_or_else(|| panic!("{board}: no kernel= for {model:?}"));
+        let dtb = dtb.unwrap_or_else(|| panic!("{board}: no device_tree= for {model:?}"));
+        // The firmware starts this board's U-Boot build, not another Pi's.
+        let started = selector(&kernel);
+        assert_eq!(
+            started,
+            std::fs::read(uboot.join(uboot_build).join("u-boot.bin")).unwrap(),
+            "{board}: {kernel} is not Debian's {uboot_build} U-Boot"
+        );
+        for other in ["rpi_3", "rpi_4", "rpi_arm64"]
+            .iter()
+            .filter(|b| **b != uboot_build)
+        {
+            assert_ne!(
+                started,
+                std::fs::read(uboot.join(other).join("u-boot.bin")).unwrap()
+            );
+        }
+        // The device tree the firmware loads for the model is the model's.
+        let tree = selector(&dtb);
+        assert!(
+            tree.windows(compat.len()).any(|w| w == compat.as_bytes()),
+            "{board}: {dtb} for {model:?} is not compatible with {compat:?}"
+        );
+    }
+}
+
+fn lock_of(board: &str) -> image_build::lock::LockFile {
+    image_build::lock::LockFile::load(&root().join("board-configs").join(format!("{board}.lock")))
+        .unwrap()
+        .unwrap()
+}
+
+/// Where the build unpacked one of the board's packages.
+fn package_root(board: &str, name: &str) -> std::path::PathBuf {
+    let lock = lock_of(board);
+    let pkg = lock.get(name).unwrap();
+    image_build::artifacts::cache_dir()
+        .join("unpacked")
+        .join(&pkg.sha256[..24])
 }

@@ -15,28 +15,6 @@ use common::*;
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(300);
 
-fn build_version(board: &str, version: &str, out: &Path, overlay: Option<&Path>) {
-    let _guard = lock_builds();
-    let mut args = vec![
-        "build",
-        "--board",
-        board,
-        "--version",
-        version,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    if let Some(o) = overlay {
-        args.extend(["--overlay", o.to_str().unwrap()]);
-    }
-    let res = xtask(&args);
-    assert!(
-        res.status.success(),
-        "build {version}: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-}
-
 /// A bundle as a raw disk: padded to whole sectors, as a block device is.
 fn bundle_disk(bundle: &Path, dir: &Path, name: &str, tamper: bool) -> PathBuf {
     let mut bytes = std::fs::read(bundle).unwrap();
@@ -48,18 +26,6 @@ fn bundle_disk(bundle: &Path, dir: &Path, name: &str, tamper: bool) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
 }
 
 /// The block device holding the bundle: the smaller of vda and vdb.
@@ -83,18 +49,7 @@ fn update_cycle(board: &str) {
     let work = tempfile::tempdir().unwrap();
     let (v2, v3) = (work.path().join("v2"), work.path().join("v3"));
     build_version(board, "0.2.0", &v2, None);
-    // Version 3's health check never passes: one of its services cannot start,
-    // and the agent gives up on the trial after 20 s instead of 120.
-    let overlay3 = work.path().join("overlay3");
-    copy_dir(&root().join("rootfs-overlay"), &overlay3);
-    let services = overlay3.join("etc/keel/services.toml");
-    let text = std::fs::read_to_string(&services).unwrap().replace(
-        "children = [\"agent\"]",
-        "children = [\"agent\", \"broken\"]",
-    )
-        + "\n[worker.broken]\ncommand = \"/usr/bin/does-not-exist\"\nrestart = \"permanent\"\n";
-    std::fs::write(&services, text).unwrap();
-    std::fs::write(overlay3.join("etc/keel/agent.conf"), "trial_timeout=20\n").unwrap();
+    let overlay3 = unhealthy_overlay(work.path());
     build_version(board, "0.3.0", &v3, Some(&overlay3));
 
     let card = work.path().join("card.img");
@@ -224,4 +179,93 @@ fn qemu_aarch64_updates_and_rolls_back() {
 #[test]
 fn qemu_armv7_updates_and_rolls_back() {
     update_cycle("qemu-armv7");
+}
+
+/// Reverts that would brick the device are refused, and a slot whose files
+/// cannot be loaded is passed over by the boot script.
+#[test]
+fn qemu_aarch64_refuses_unsafe_reverts_and_falls_back_from_a_broken_slot() {
+    let board = "qemu-aarch64";
+    let v1_dir = build(board);
+    let work = tempfile::tempdir().unwrap();
+    let v2 = work.path().join("v2");
+    build_version(board, "0.2.0", &v2, None);
+    let card = work.path().join("card.img");
+    std::fs::copy(v1_dir.join("sdcard.img"), &card).unwrap();
+    let v1 = env!("CARGO_PKG_VERSION");
+
+    // A fresh card: slot B was never written, so there is nothing to revert to.
+    let mut c = Console::boot(board, &card);
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    let out = c.command("run /usr/bin/agent revert", CMD);
+    assert!(
+        out.contains("slot b holds no complete image") && !out.contains("keel: exit=0"),
+        "{out}"
+    );
+    c.send("reboot");
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    c.send("poweroff");
+    c.wait_exit(CMD);
+
+    // A stream cut halfway leaves slot B partly written: still nothing to
+    // revert to, and the card boots slot A.
+    let mut half = std::fs::read(v2.join("update.fw")).unwrap();
+    half.truncate(half.len() / 2);
+    let half_path = work.path().join("half.fw");
+    std::fs::write(&half_path, &half).unwrap();
+    let disk = bundle_disk(&half_path, work.path(), "half.disk", false);
+    let mut c = Console::boot_with(board, &card, &[&disk]);
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    let dev = bundle_device(&mut c);
+    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    assert!(
+        out.contains("update rejected") && !out.contains("keel: exit=0"),
+        "{out}"
+    );
+    let out = c.command("run /usr/bin/agent revert", CMD);
+    assert!(
+        out.contains("holds no complete image") && !out.contains("keel: exit=0"),
+        "{out}"
+    );
+    c.send("reboot");
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    c.send("poweroff");
+    c.wait_exit(CMD);
+
+    // Version 2 installed on slot B, then its kernel removed from the card:
+    // the trial boot cannot load it and the script boots slot A instead.
+    let disk = bundle_disk(&v2.join("update.fw"), work.path(), "v2.disk", false);
+    let mut c = Console::boot_with(board, &card, &[&disk]);
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    let dev = bundle_device(&mut c);
+    let out = c.command(&format!("run /usr/bin/agent update {dev}"), CMD);
+    assert!(out.contains("slot b now holds version 0.2.0"), "{out}");
+    c.send("poweroff");
+    c.wait_exit(CMD);
+    remove_from_boot_partition(board, &card, keel_contract::Slot::B, "vmlinuz");
+    let mut c = Console::boot(board, &card);
+    c.expect("keel: trial 1/3 of slot b", BOOT);
+    c.expect("keel: slot b cannot be loaded", BOOT);
+    c.expect("keel: falling back to slot a", BOOT);
+    c.expect(&format!("keel: ready slot=a version={v1}"), BOOT);
+    c.send("poweroff");
+    c.wait_exit(CMD);
+}
+
+/// Deletes a file from a slot's boot partition with mtools, an independent
+/// FAT writer.
+fn remove_from_boot_partition(board: &str, card: &Path, slot: keel_contract::Slot, name: &str) {
+    let layout = image_build::layout::Layout::for_board(&board_config(board));
+    let (offset, _) = layout.span(slot.boot_partition());
+    let out = std::process::Command::new("mdel")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", card.display()))
+        .arg(format!("::/{name}"))
+        .output()
+        .expect("mtools");
+    assert!(
+        out.status.success(),
+        "mdel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,11 +1,16 @@
-//! Applies a bundle to the inactive slot: signature and board checked before
-//! a byte is written, each chunk verified before it is written, the written
-//! slot re-read and re-hashed, and only then the boot state switched.
+//! Applies a bundle to the inactive slot in one pass: signature, board and
+//! versions checked before a byte is written; the slot marked unbootable in
+//! the boot state before its first write; each chunk verified before it is
+//! written; the written slot re-read and checked; and only then the slot
+//! marked complete and set to boot next on trial. A bundle rejected at any
+//! point never changes the running slot nor which slot boots, and a partly
+//! written slot is never bootable (docs/bundle.md, docs/power-cut.md).
 
 use std::io::Read;
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
 
+use bundle::version::Version;
 use bundle::{BundleError, BundleReader, Manifest, StoredChunk};
 use ed25519_dalek::VerifyingKey;
 use keel_contract::payload::{self, Destination};
@@ -21,6 +26,8 @@ pub enum ApplyError {
     Card(#[from] CardError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error("cannot compare versions: {0}")]
+    Version(#[from] bundle::version::VersionError),
     #[error("this device runs {running}, but the bundle only updates {min} or newer; apply an intermediate update first")]
     TooOld { running: String, min: String },
     #[error("the bundle's version {bundle} is older than the running {running}; pass --allow-downgrade to install it anyway")]
@@ -38,8 +45,6 @@ pub enum ApplyError {
     },
     #[error("partition {partition} does not read back what was written (chunk {chunk}); the card may be failing")]
     Readback { partition: u8, chunk: usize },
-    #[error("the bundle changed between verifying and writing it; run the update again")]
-    Changed,
 }
 
 pub struct ApplyOptions<'a> {
@@ -56,8 +61,11 @@ pub struct Applied {
     pub slot: Slot,
     pub manifest: Manifest,
     pub bytes_written: u64,
-    /// Reboot with this argument to boot the new slot (the Pi's "0 tryboot").
-    pub reboot_arg: Option<&'static str>,
+}
+
+/// How the boot state names the image in a slot.
+pub fn image_id(m: &Manifest) -> String {
+    format!("{}@{}", m.version, m.build_id)
 }
 
 /// Where each payload goes when `target` is the slot being written.
@@ -71,23 +79,28 @@ fn destination(name: &str, target: Slot) -> Result<Option<u8>, ApplyError> {
 
 fn check_manifest(m: &Manifest, opts: &ApplyOptions) -> Result<(), ApplyError> {
     use std::cmp::Ordering::Less;
-    if bundle::version::compare(opts.running_version, &m.min_version) == Less {
+    let running = Version::parse(opts.running_version)?;
+    if running < Version::parse(&m.min_version)? {
         return Err(ApplyError::TooOld {
             running: opts.running_version.into(),
             min: m.min_version.clone(),
         });
     }
-    if !opts.allow_downgrade && bundle::version::compare(&m.version, opts.running_version) == Less {
+    if !opts.allow_downgrade && Version::parse(&m.version)?.cmp(&running) == Less {
         return Err(ApplyError::Downgrade {
             bundle: m.version.clone(),
             running: opts.running_version.into(),
         });
     }
     let target = opts.booted.other();
-    for needed in [payload::ROOTFS, payload::boot(target)] {
-        if m.payload(needed).is_none() {
-            return Err(ApplyError::MissingPayload(needed.to_string()));
-        }
+    if m.payload(payload::ROOTFS).is_none() {
+        return Err(ApplyError::MissingPayload(payload::ROOTFS.to_string()));
+    }
+    if m.payload(payload::BOOT)
+        .or_else(|| m.payload(payload::legacy_boot(target)))
+        .is_none()
+    {
+        return Err(ApplyError::MissingPayload(payload::BOOT.to_string()));
     }
     Ok(())
 }
@@ -104,15 +117,14 @@ type Sink<'a> = dyn Fn(u8, &StoredChunk, &[u8]) -> Result<(), ApplyError> + Sync
 
 /// Streams every payload of `reader`: this thread reads chunks in order;
 /// worker threads check their stored bytes against the signed hashes,
-/// decompress (checking the plain hash when `check_plain`) and hand the
-/// result to `sink`, in any order. Payloads with no destination in `target`
+/// decompress, check the plain hash and hand the result to `sink`, in any
+/// order. Payloads with no destination in `target`
 /// are only read and hash-checked: their bytes are never used. Memory is a
 /// few chunks whatever the bundle size. The error reported is the one of the
 /// earliest chunk, as a sequential reader would have found it.
 fn stream<R: Read>(
     reader: &mut BundleReader<R>,
     target: Slot,
-    check_plain: bool,
     sink: &Sink,
 ) -> Result<(), ApplyError> {
     struct Job {
@@ -157,7 +169,7 @@ fn stream<R: Read>(
                         let done = match job.part {
                             Some(part) => job
                                 .chunk
-                                .expand(&job.stored, &mut out, check_plain)
+                                .expand(&job.stored, &mut out, true)
                                 .map_err(ApplyError::from)
                                 .and_then(|()| sink(part, &job.chunk, &out)),
                             None => job.chunk.check(&job.stored).map_err(ApplyError::from),
@@ -221,66 +233,21 @@ fn stream<R: Read>(
     }
 }
 
-/// Reads and verifies a whole bundle without writing anything: signature,
-/// board, versions, and every chunk of what would be written decompressed
-/// and checked. Used first when the source can be read twice (a file), so
-/// a bad bundle leaves the card byte-identical; pass the result to
-/// [`apply_verified`].
-pub fn verify<R: Read>(source: R, opts: &ApplyOptions) -> Result<Manifest, ApplyError> {
-    let mut reader = BundleReader::open(source, opts.trusted)?;
-    reader.check_board(opts.board)?;
-    check_manifest(reader.manifest(), opts)?;
-    let manifest = reader.manifest().clone();
-    stream(&mut reader, opts.booted.other(), true, &|_, _, _| Ok(()))?;
-    reader.finish()?;
-    Ok(manifest)
-}
-
 /// Applies `source` to the inactive slot of `card` and sets it to boot next
-/// on trial, checking every chunk before it is written. On any error the
-/// boot state is untouched. For a stream that cannot be read twice (stdin,
-/// a download): a bundle rejected halfway leaves the inactive slot partly
-/// written, but never bootable.
+/// on trial, checking every chunk before it is written. A file and a stream
+/// are treated alike: read once (docs/bundle.md).
 pub fn apply<R: Read>(
     source: R,
     card: &mut Card,
     flow: &dyn BootFlow,
     opts: &ApplyOptions,
 ) -> Result<Applied, ApplyError> {
-    apply_inner(source, card, flow, opts, None)
-}
-
-/// Like [`apply`], for a source that [`verify`] has read in full and
-/// accepted as `verified`. The stored bytes are still checked against the
-/// signed hashes before use, so a file changed in between is caught; the
-/// plain hashes need no second check because decompression is
-/// deterministic.
-pub fn apply_verified<R: Read>(
-    source: R,
-    card: &mut Card,
-    flow: &dyn BootFlow,
-    opts: &ApplyOptions,
-    verified: &Manifest,
-) -> Result<Applied, ApplyError> {
-    apply_inner(source, card, flow, opts, Some(verified))
-}
-
-fn apply_inner<R: Read>(
-    source: R,
-    card: &mut Card,
-    flow: &dyn BootFlow,
-    opts: &ApplyOptions,
-    verified: Option<&Manifest>,
-) -> Result<Applied, ApplyError> {
     let mut reader = BundleReader::open(source, opts.trusted)?;
-    if verified.is_some_and(|m| m != reader.manifest()) {
-        return Err(ApplyError::Changed);
-    }
     reader.check_board(opts.board)?;
     check_manifest(reader.manifest(), opts)?;
     let target = opts.booted.other();
     // Decide everything that can be decided before the first write.
-    let next_state = flow.read(card)?.set_trial(opts.booted, target)?;
+    let marked = flow.read(card)?.begin_write(opts.booted, target)?;
     let mut plan = Vec::new();
     for p in &reader.manifest().payloads {
         if let Some(part) = destination(&p.name, target)? {
@@ -297,6 +264,8 @@ fn apply_inner<R: Read>(
         }
     }
     let manifest = reader.manifest().clone();
+    // From here on the target slot is not bootable, until the read-back.
+    flow.write(card, &marked)?;
     // CRC32 of every written chunk, for the read-back: it looks for a card
     // that drops or garbles writes, not for an attacker, whom the signed
     // hashes already stopped before the write.
@@ -304,24 +273,17 @@ fn apply_inner<R: Read>(
     let written = Mutex::new(0u64);
     {
         let card = Mutex::new(&mut *card);
-        stream(
-            &mut reader,
-            target,
-            verified.is_none(),
-            &|part, chunk, data| {
-                let crc = crc32fast::hash(data);
-                card.lock().unwrap_or_else(|p| p.into_inner()).write_at(
-                    part,
-                    chunk.offset,
-                    data,
-                )?;
-                sums.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((part, chunk.index, crc));
-                *written.lock().unwrap_or_else(|p| p.into_inner()) += data.len() as u64;
-                Ok(())
-            },
-        )?;
+        stream(&mut reader, target, &|part, chunk, data| {
+            let crc = crc32fast::hash(data);
+            card.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_at(part, chunk.offset, data)?;
+            sums.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((part, chunk.index, crc));
+            *written.lock().unwrap_or_else(|p| p.into_inner()) += data.len() as u64;
+            Ok(())
+        })?;
     }
     reader.finish()?;
     card.sync()?;
@@ -353,11 +315,11 @@ fn apply_inner<R: Read>(
             offset += n as u64;
         }
     }
-    flow.write(card, &next_state)?;
+    let done = marked.finish_write(target, &image_id(&manifest))?;
+    flow.write(card, &done)?;
     Ok(Applied {
         slot: target,
         manifest,
         bytes_written: written.into_inner().unwrap_or_else(|p| p.into_inner()),
-        reboot_arg: flow.trial_reboot_arg(),
     })
 }

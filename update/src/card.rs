@@ -6,8 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use card_format::fat::{FatError, PartitionIo};
-use card_format::mbr::{MbrError, PartitionTable, SECTOR};
+use card_format::mbr::{LayoutError, MbrError, PartitionTable, SECTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
@@ -18,6 +17,8 @@ pub enum CardError {
     },
     #[error("{path}: {source}")]
     Table { path: PathBuf, source: MbrError },
+    #[error("{path}: {source}")]
+    Layout { path: PathBuf, source: LayoutError },
     #[error("{path} has no partition {number}; is this a Keel card?")]
     NoPartition { path: PathBuf, number: u8 },
     #[error("partition {number}: {detail}")]
@@ -51,6 +52,20 @@ impl Card {
             path: path.to_owned(),
             source,
         })?;
+        // Every write goes through this table: a forged one must not be
+        // able to aim a write at the running slot or past the card's end.
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(|source| CardError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        table
+            .check_writable(&keel_contract::partition::ALL, size / SECTOR)
+            .map_err(|source| CardError::Layout {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Card {
             path: path.to_owned(),
             file,
@@ -194,12 +209,6 @@ impl Card {
             .map_err(|source| CardError::Io { number, source })
     }
 
-    /// One partition of the card, for code that works on a single partition
-    /// (the FAT reader).
-    pub fn partition(&mut self, number: u8) -> PartitionView<'_> {
-        PartitionView { card: self, number }
-    }
-
     /// Flushes written data to the medium: the ordering point every
     /// power-cut argument relies on.
     pub fn sync(&mut self) -> Result<(), CardError> {
@@ -217,32 +226,4 @@ fn check_range(number: u8, offset: u64, n: u64, len: u64) -> Result<(), CardErro
         });
     }
     Ok(())
-}
-
-/// Byte access to one partition of a card.
-pub struct PartitionView<'a> {
-    card: &'a mut Card,
-    number: u8,
-}
-
-impl From<FatError> for CardError {
-    fn from(e: FatError) -> Self {
-        CardError::Format {
-            number: 1,
-            detail: e.to_string(),
-        }
-    }
-}
-
-impl PartitionIo for PartitionView<'_> {
-    type Error = CardError;
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), CardError> {
-        self.card.read_at(self.number, offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), CardError> {
-        self.card.write_at(self.number, offset, buf)
-    }
-    fn sync(&mut self) -> Result<(), CardError> {
-        self.card.sync()
-    }
 }

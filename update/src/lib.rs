@@ -8,9 +8,8 @@ pub mod applier;
 pub mod card;
 pub mod state;
 mod sys;
-pub mod tryboot;
 pub mod uboot;
 
-pub use applier::{apply, apply_verified, verify, Applied, ApplyError, ApplyOptions};
+pub use applier::{apply, image_id, Applied, ApplyError, ApplyOptions};
 pub use card::{Card, CardError};
 pub use state::{BootFlow, BootState, Slot, StateError};

@@ -159,7 +159,12 @@ impl Bench {
         let written: u64 = m
             .payloads
             .iter()
-            .filter(|p| p.name != keel_contract::payload::BOOT_A)
+            .filter(|p| {
+                matches!(
+                    keel_contract::payload::destination(&p.name, keel_contract::Slot::B),
+                    Some(keel_contract::payload::Destination::Partition(_))
+                )
+            })
             .map(|p| p.size)
             .sum();
         let src = work.join("plain.bin");
@@ -236,7 +241,7 @@ impl Bench {
     /// init's memory and time to ready on the booted QEMU device, next to
     /// busybox booting the same kernel to a shell.
     fn boot(&self, built: &crate::build::Built, work: &Path) -> Result<Vec<Row>> {
-        if built.cfg.qemu.is_none() {
+        if built.cfg.qemu.as_ref().is_none_or(|q| q.pi_model.is_some()) {
             return Ok(Vec::new());
         }
         let layout = image_build::layout::Layout::for_board(&built.cfg);
@@ -300,63 +305,9 @@ fn manifest_text(bundle: &Path) -> Result<String> {
 /// `mib`-MiB rootfs payload into `work`; `apply` applies it to a fresh card,
 /// `open` only opens it; each prints its own peak RSS in KiB.
 pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
-    use card_format::mbr::{Partition, PartitionTable, KIND_FAT32_LBA, KIND_LINUX};
     let card_path = work.join(format!("mem-card-{mode}.img"));
     let bundle_path = work.join("mem.fw");
-    let mib_s = 2048;
-    let slot = mib + 8;
-    let parts = vec![
-        Partition {
-            number: 1,
-            start_lba: 4 * mib_s,
-            sectors: 4 * mib_s,
-            kind: KIND_FAT32_LBA,
-            bootable: true,
-        },
-        Partition {
-            number: 2,
-            start_lba: 8 * mib_s,
-            sectors: 4 * mib_s,
-            kind: KIND_FAT32_LBA,
-            bootable: false,
-        },
-        Partition {
-            number: 3,
-            start_lba: 12 * mib_s,
-            sectors: 4 * mib_s,
-            kind: KIND_FAT32_LBA,
-            bootable: false,
-        },
-        Partition {
-            number: 4,
-            start_lba: 16 * mib_s,
-            sectors: (2 * slot + 8) * mib_s,
-            kind: 0x0f,
-            bootable: false,
-        },
-        Partition {
-            number: 5,
-            start_lba: 20 * mib_s,
-            sectors: slot * mib_s,
-            kind: KIND_LINUX,
-            bootable: false,
-        },
-        Partition {
-            number: 6,
-            start_lba: (24 + slot) * mib_s,
-            sectors: slot * mib_s,
-            kind: KIND_LINUX,
-            bootable: false,
-        },
-    ];
-    let mut f = std::fs::File::create(&card_path)?;
-    f.set_len((24 + 2 * slot) * mib_s * 512)?;
-    PartitionTable {
-        disk_id: 1,
-        partitions: parts,
-    }
-    .write_to(&mut f)?;
-    drop(f);
+    bench_card(&card_path, mib + 8)?;
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     if mode == "make" {
         // Pseudo-random data: compression must not make the payload small.
@@ -391,7 +342,7 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
             &header,
             &mut [
                 bundle::PayloadSource {
-                    name: keel_contract::payload::BOOT_B,
+                    name: keel_contract::payload::BOOT,
                     data: &mut &boot[..],
                     compression: bundle::Compression::Deflate,
                 },
@@ -416,24 +367,63 @@ pub fn bench_apply_child(mode: &str, mib: u64, work: &Path) -> Result<()> {
         trusted: &trusted,
         allow_downgrade: false,
     };
-    let open = || -> Result<_> { Ok(std::io::BufReader::new(std::fs::File::open(&bundle_path)?)) };
-    let src = open()?;
+    let src = std::io::BufReader::new(std::fs::File::open(&bundle_path)?);
     let mut card = update::Card::open(&card_path)?;
     if mode == "apply" {
-        // As the agent does with a file: verify it all, then write.
-        let verified = update::verify(src, &opts)?;
-        update::apply_verified(
-            open()?,
+        update::apply(
+            src,
             &mut card,
             &update::uboot::Uboot { max_tries: 3 },
             &opts,
-            &verified,
         )?;
     } else {
         bundle::BundleReader::open(src, &trusted)?;
     }
     let _ = std::fs::remove_file(&card_path);
     println!("{}", peak_rss_kib());
+    Ok(())
+}
+
+/// A card with the Keel layout, rootfs slots of `slot_mib`, slot A
+/// marked complete: what the applier accepts.
+fn bench_card(path: &Path, slot_mib: u64) -> Result<()> {
+    use card_format::bootstate::{Record, COPIES};
+    use card_format::mbr::{
+        Partition, PartitionTable, KIND_EXTENDED_LBA, KIND_FAT32_LBA, KIND_LINUX,
+    };
+    let mib = 2048;
+    let p = |number, start: u64, size: u64, kind| Partition {
+        number,
+        start_lba: start * mib,
+        sectors: size * mib,
+        kind,
+        bootable: number == 1,
+    };
+    let ext = 16;
+    let r5 = ext + 4;
+    let r6 = r5 + slot_mib + 4;
+    let d7 = r6 + slot_mib + 4;
+    let end = d7 + 4;
+    let table = PartitionTable {
+        disk_id: 1,
+        partitions: vec![
+            p(1, 4, 4, KIND_FAT32_LBA),
+            p(2, 8, 4, KIND_FAT32_LBA),
+            p(3, 12, 4, KIND_FAT32_LBA),
+            p(4, ext, end - ext, KIND_EXTENDED_LBA),
+            p(5, r5, slot_mib, KIND_LINUX),
+            p(6, r6, slot_mib, KIND_LINUX),
+            p(7, d7, 4, KIND_LINUX),
+        ],
+    };
+    let mut f = std::fs::File::create(path)?;
+    f.set_len(end * mib * 512)?;
+    table.write_to(&mut f)?;
+    for off in COPIES {
+        use std::io::{Seek, SeekFrom, Write};
+        f.seek(SeekFrom::Start(off))?;
+        f.write_all(&Record::initial("1@bench").encode()?)?;
+    }
     Ok(())
 }
 

@@ -192,7 +192,6 @@ impl Build {
             let _ = std::fs::remove_file(&tmp_image);
         })?;
         let result = self.finish(&cfg, &out_dir, &tmp_image, &report, &signer.key, &build_id);
-        let _ = std::fs::remove_file(&report.boot_b_image);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_image);
         }
@@ -252,7 +251,6 @@ impl Build {
         let progress = spinner("writing the update bundle, block map and checksums");
         outputs::write_update_bundle(
             tmp_image,
-            &report.boot_b_image,
             &report.rootfs_image,
             &outputs::BundleHeader {
                 cfg,

@@ -1,7 +1,7 @@
-//! `cargo xtask qemu`: boots a built image the way CI does, through Debian's
-//! U-Boot, with the card as a virtio disk and the console on this terminal.
+//! `cargo xtask qemu`: boots a built image the way CI does, with the
+//! console on this terminal (image_build::qemu says how each board starts).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +11,7 @@ use crate::host;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Qemu {
-    /// A QEMU board: qemu-aarch64 or qemu-armv7.
+    /// A board QEMU can run: qemu-aarch64, qemu-armv7, or rpi3 (on QEMU's raspi3b).
     #[arg(long)]
     pub board: String,
     /// Image to boot [default: target/images/<board>/sdcard.img, built if missing].
@@ -20,7 +20,7 @@ pub struct Qemu {
     /// Discard the guest's writes when QEMU exits instead of writing them to the image.
     #[arg(long)]
     pub snapshot: bool,
-    /// Attach a further raw file as a read-only virtio disk (e.g. an update bundle); repeatable.
+    /// Attach a further raw file as a read-only virtio disk (e.g. an update bundle); repeatable. Not on raspi3b, which has only the SD card.
     #[arg(long)]
     pub disk: Vec<PathBuf>,
 }
@@ -29,9 +29,9 @@ impl Qemu {
     pub fn run(self) -> Result<()> {
         let root = host::workspace_root();
         let cfg = BoardConfig::load(&root.join("board-configs"), &self.board)?;
-        let Some(q) = cfg.qemu.clone() else {
-            bail!("board {} has no [qemu] section: QEMU cannot run it; use qemu-aarch64 or qemu-armv7", cfg.name);
-        };
+        if cfg.qemu.is_none() {
+            bail!(image_build::qemu::QemuError::NotQemu(cfg.name.clone()));
+        }
         host::ensure_tools(host::QEMU_TOOLS)?;
         let image = match self.image.clone() {
             Some(p) => p,
@@ -44,75 +44,66 @@ impl Qemu {
                 cfg.name
             );
         }
-        let lock = image_build::lock::LockFile::load(
-            &root
-                .join("board-configs")
-                .join(format!("{}.lock", cfg.name)),
-        )?
-        .with_context(|| {
-            format!(
-                "no lock file for {}; run `cargo xtask build --board {}` first",
-                cfg.name, cfg.name
-            )
-        })?;
-        let pkg = lock.get(&q.bios_package).with_context(|| {
-            format!(
-                "{} is not in the lock file; rebuild the board",
-                q.bios_package
-            )
-        })?;
-        let bios = image_build::artifacts::cache_dir()
-            .join("unpacked")
-            .join(&pkg.sha256[..24])
-            .join(&q.bios_path);
-        if !bios.is_file() {
-            bail!(
-                "{} is missing from the cache; run `cargo xtask build --board {}`",
-                bios.display(),
-                cfg.name
-            );
-        }
-        let mut drive = format!("if=none,id=card,format=raw,file={}", image.display());
-        if self.snapshot {
-            drive.push_str(",snapshot=on");
-        }
-        let mut cmd = machine(&q);
-        cmd.args(["-serial", "mon:stdio", "-bios"]).arg(&bios);
-        // User-mode networking: the guest (10.0.2.15) reaches the host's
-        // loopback as 10.0.2.2 and nothing needs privileges. Added first,
-        // so the disks keep the virtio-mmio slots U-Boot scans first.
-        cmd.args([
-            "-netdev",
-            "user,id=net0",
-            "-device",
-            "virtio-net-device,netdev=net0",
-        ]);
-        // QEMU's virt machine hands out virtio-mmio slots from the top, so
-        // the device added last is the one U-Boot scans as virtio 0: the card.
-        for (i, d) in self.disk.iter().enumerate() {
-            if !d.is_file() {
-                bail!("--disk {}: no such file", d.display());
-            }
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=none,id=extra{i},format=raw,readonly=on,file={}",
-                    d.display()
-                ))
-                .args(["-device", &format!("virtio-blk-device,drive=extra{i}")]);
-        }
-        cmd.args(["-drive", &drive, "-device", "virtio-blk-device,drive=card"]);
+        let bios = bios_path(&root, &cfg)?;
+        let scratch = host::cargo_target_dir().join("qemu").join(&cfg.name);
+        let run = image_build::qemu::plan(
+            &cfg,
+            &image,
+            bios.as_deref(),
+            &self.disk,
+            self.snapshot,
+            &scratch,
+        )?;
         eprintln!("keel: booting {} (quit: Ctrl-a x)", image.display());
+        let mut cmd = Command::new(&run.program);
+        cmd.args(&run.args);
         // Replace this process with QEMU: signals and exit status are QEMU's own.
         let err = std::os::unix::process::CommandExt::exec(&mut cmd);
-        Err(err).with_context(|| format!("starting {}", q.system))
+        Err(err).with_context(|| format!("starting {}", run.program))
     }
+}
+
+/// The U-Boot build a `bios_*` board runs as QEMU's firmware, from the
+/// artifact cache the build filled (None for boards QEMU starts otherwise).
+pub fn bios_path(root: &Path, cfg: &BoardConfig) -> Result<Option<PathBuf>> {
+    let Some(q) = &cfg.qemu else {
+        return Ok(None);
+    };
+    let (Some(package), Some(path)) = (&q.bios_package, &q.bios_path) else {
+        return Ok(None);
+    };
+    let lock = image_build::lock::LockFile::load(
+        &root
+            .join("board-configs")
+            .join(format!("{}.lock", cfg.name)),
+    )?
+    .with_context(|| {
+        format!(
+            "no lock file for {}; run `cargo xtask build --board {}` first",
+            cfg.name, cfg.name
+        )
+    })?;
+    let pkg = lock
+        .get(package)
+        .with_context(|| format!("{package} is not in the lock file; rebuild the board"))?;
+    let bios = image_build::artifacts::cache_dir()
+        .join("unpacked")
+        .join(&pkg.sha256[..24])
+        .join(path);
+    if !bios.is_file() {
+        bail!(
+            "{} is missing from the cache; run `cargo xtask build --board {}`",
+            bios.display(),
+            cfg.name
+        );
+    }
+    Ok(Some(bios))
 }
 
 /// QEMU for a board's machine, CPU and memory, headless, with no default
 /// devices: callers add the console, firmware and disks.
 pub fn machine(q: &image_build::board::QemuConfig) -> Command {
     let mut cmd = Command::new(&q.system);
-    cmd.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory])
-        .args(["-nographic", "-no-user-config", "-nodefaults"]);
+    cmd.args(image_build::qemu::machine_args(q));
     cmd
 }

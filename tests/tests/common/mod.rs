@@ -281,3 +281,83 @@ impl Console {
         }
     }
 }
+
+/// Builds `board` at `version` into `out`, optionally from another overlay.
+pub fn build_version(board: &str, version: &str, out: &Path, overlay: Option<&Path>) {
+    let _guard = lock_builds();
+    let mut args = vec![
+        "build",
+        "--board",
+        board,
+        "--version",
+        version,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(o) = overlay {
+        args.extend(["--overlay", o.to_str().unwrap()]);
+    }
+    let res = xtask(&args);
+    assert!(
+        res.status.success(),
+        "build {version}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// An overlay whose health check never passes: one of its services cannot
+/// start, and the agent gives up on a trial after 20 s instead of 120.
+pub fn unhealthy_overlay(work: &Path) -> PathBuf {
+    let overlay = work.join("overlay-unhealthy");
+    copy_dir(&root().join("rootfs-overlay"), &overlay);
+    let services = overlay.join("etc/keel/services.toml");
+    let text = std::fs::read_to_string(&services).unwrap().replace(
+        "children = [\"agent\"]",
+        "children = [\"agent\", \"broken\"]",
+    )
+        + "\n[worker.broken]\ncommand = \"/usr/bin/does-not-exist\"\nrestart = \"permanent\"\n";
+    std::fs::write(&services, text).unwrap();
+    std::fs::write(overlay.join("etc/keel/agent.conf"), "trial_timeout=20\n").unwrap();
+    overlay
+}
+
+/// Copies host files into the root of a card's data partition (ext4) with
+/// debugfs, before the card boots: for machines with no second disk.
+pub fn put_in_data(board: &str, card: &Path, files: &[(&Path, &str)]) {
+    let layout = image_build::layout::Layout::for_board(&board_config(board));
+    let (offset, _) = layout.span(keel_contract::partition::DATA);
+    let fs = format!("{}?offset={offset}", card.display());
+    for (host, name) in files {
+        let out = Command::new("debugfs")
+            .args(["-w", "-R"])
+            .arg(format!("write {} {name}", host.display()))
+            .arg(&fs)
+            .output()
+            .expect("debugfs (Debian package e2fsprogs)");
+        let listing = Command::new("debugfs")
+            .args(["-R", &format!("stat {name}")])
+            .arg(&fs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success()
+                && listing.status.success()
+                && String::from_utf8_lossy(&listing.stdout).contains("Type: regular"),
+            "debugfs write {name}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&listing.stderr)
+        );
+    }
+}
