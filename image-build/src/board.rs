@@ -499,6 +499,16 @@ data_mib = 32
     }
 
     #[test]
+    fn every_shipped_board_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs");
+        let boards = known_boards(&dir);
+        assert!(boards.len() >= 5, "{boards:?}");
+        for name in boards {
+            BoardConfig::load(&dir, &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
     fn unknown_board_lists_known_ones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rpi4.toml"), "").unwrap();

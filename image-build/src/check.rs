@@ -289,7 +289,7 @@ fn check_init(out: &mut Findings, tree: &FsTree, path: &str, what: &str, arch: A
                     )
                 });
                 out.require(info.static_linked, || {
-                    format!("{what} is dynamically linked; device binaries must be static")
+                    format!("{what} is dynamically linked (it needs a loader or shared libraries); device binaries must be static")
                 });
             }
             Err(e) => out.problems.push(format!("{what}: {e}")),

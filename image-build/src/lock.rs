@@ -130,6 +130,24 @@ mod tests {
         assert_eq!(LockFile::parse(&text, Path::new("x.lock")).unwrap(), lock);
     }
 
+    /// A rebuild must not rewrite a committed lock file just because the
+    /// toml crate formats differently: they read back and write out the same.
+    #[test]
+    fn committed_lock_files_are_written_back_unchanged() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "lock") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let lock = LockFile::parse(&text, &path).unwrap();
+                assert_eq!(lock.to_toml(), text, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "only {seen} lock files in {}", dir.display());
+    }
+
     #[test]
     fn save_and_load() {
         let dir = tempfile::tempdir().unwrap();

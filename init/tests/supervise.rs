@@ -592,6 +592,19 @@ fn a_bad_file_gives_errors_with_lines_and_a_rescue_state() {
     assert_eq!(code, 0);
 }
 
+/// Nesting is bounded by the parser: a hostile file is a config error, not a
+/// stack overflow (as PID 1, that would panic the kernel).
+#[test]
+fn a_deeply_nested_file_is_an_error_not_a_crash() {
+    let text = format!("\nroot = {}\n", "[".repeat(100_000));
+    let mut s = Sup::start(&text);
+    let file = s.path("services.toml").display().to_string();
+    s.expect(&format!("keel: {file}:2: cannot recurse further"));
+    s.expect("services not started: rescue state");
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn keelctl_reboot_stops_the_tree_in_host_mode() {
     let mut s = Sup::start(&tree(FAST, &[("w", SLEEP, "")]));

@@ -154,8 +154,12 @@ env = { X = "y" }
 
 #[test]
 fn syntax_errors_keep_their_line() {
-    assert_error("[supervisor.root]\nchildren = [\"a\"\n", 2, "never closed");
-    assert_error("\n\nroot = top\n", 3, "strings need quotes");
+    assert_error(
+        "[supervisor.root]\nchildren = [\"a\"\n",
+        2,
+        "unclosed array",
+    );
+    assert_error("\n\nroot = top\n", 3, "(at `top`)");
 }
 
 #[test]
