@@ -17,6 +17,10 @@ use crate::Slot;
 pub const SLOT: &str = "keel.slot";
 pub const ROOT: &str = "keel.root";
 pub const DATA: &str = "keel.data";
+/// `keel.watchdog=off` keeps init from arming the hardware watchdog: for
+/// machines whose watchdog model cannot count (QEMU's raspi3b resets when
+/// it is started). The Pi firmware's command line can carry it.
+pub const WATCHDOG: &str = "keel.watchdog";
 /// The prefix every Keel parameter shares; the board config's extra
 /// command line may not use it (the builder owns these).
 pub const PREFIX: &str = "keel.";
@@ -138,6 +142,7 @@ pub struct KernelCmdline {
     pub slot: Option<String>,
     pub root: Option<String>,
     pub data: Option<String>,
+    pub watchdog: Option<String>,
 }
 
 impl KernelCmdline {
@@ -149,6 +154,7 @@ impl KernelCmdline {
                 SLOT => out.slot = value,
                 ROOT => out.root = value,
                 DATA => out.data = value,
+                WATCHDOG => out.watchdog = value,
                 _ => {}
             }
         }
@@ -173,6 +179,12 @@ impl KernelCmdline {
     /// The data partition.
     pub fn data(&self) -> Result<PartUuid, CmdlineError> {
         partuuid(DATA, self.data.as_deref())
+    }
+
+    /// Whether init may arm the hardware watchdog: yes unless
+    /// `keel.watchdog=off`.
+    pub fn watchdog_allowed(&self) -> bool {
+        self.watchdog.as_deref() != Some("off")
     }
 }
 
@@ -253,6 +265,13 @@ mod tests {
             KernelCmdline::parse(r#""keel.slot=b" x"#).slot(),
             Ok(Slot::B)
         );
+    }
+
+    #[test]
+    fn the_watchdog_is_allowed_unless_switched_off() {
+        assert!(KernelCmdline::parse("keel.slot=a").watchdog_allowed());
+        assert!(!KernelCmdline::parse("keel.watchdog=off keel.slot=a").watchdog_allowed());
+        assert!(KernelCmdline::parse("keel.watchdog=off keel.watchdog=on").watchdog_allowed());
     }
 
     #[test]

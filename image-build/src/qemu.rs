@@ -96,11 +96,12 @@ pub fn plan(
             args.extend(["-kernel".into(), kernel.into_os_string()]);
             args.extend(["-dtb".into(), dtb.into_os_string()]);
             // The firmware puts its command line into the device tree, and
-            // Keel's Pi boot script passes it on: here it keeps the watchdog
-            // driver from loading, because QEMU 7.2's raspi3b resets the
-            // machine the moment the BCM2835 watchdog is started instead of
-            // counting down. Real boards keep their watchdog.
-            args.extend(["-append", "module_blacklist=bcm2835_wdt"].map(OsString::from));
+            // Keel's Pi boot script passes it on: here it tells init not to
+            // arm the watchdog, because QEMU 7.2's raspi3b resets the machine
+            // the moment the BCM2835 watchdog is started instead of counting
+            // down. The driver still loads: reboot goes through it. Real
+            // boards keep their watchdog.
+            args.extend(["-append", "keel.watchdog=off"].map(OsString::from));
             args.push("-drive".into());
             args.push(format!("file={},if=sd,format=raw{snap}", card.display()).into());
             // The console is the mini UART, QEMU's second serial port.

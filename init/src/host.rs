@@ -61,6 +61,7 @@ pub fn main(args: &[String]) -> i32 {
             pid1: false,
             services: file,
             run_dir,
+            watchdog: false,
         },
         signals,
     )

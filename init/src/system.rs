@@ -86,6 +86,7 @@ pub fn run() -> ! {
         pid1: true,
         services: runtime::services_file(),
         run_dir: PathBuf::from(runtime::RUN_DIR),
+        watchdog: cmdline.watchdog_allowed(),
     };
     Runtime::new(setup, signals).run();
     // run() only returns in host mode; never let PID 1 exit.

@@ -57,6 +57,9 @@ pub struct Setup {
     pub services: PathBuf,
     /// control.sock and healthy live here.
     pub run_dir: PathBuf,
+    /// Whether the hardware watchdog may be armed (`keel.watchdog=off` on
+    /// the kernel command line says no).
+    pub watchdog: bool,
 }
 
 /// The debug console's input side (PID 1 only).
@@ -151,7 +154,10 @@ impl Runtime {
                 crate::log!("services from {}", setup.services.display());
                 rt.healthy_after = cfg.healthy_after;
                 rt.on_failure = cfg.on_failure;
-                if setup.pid1 {
+                if setup.pid1 && !setup.watchdog && cfg.watchdog_interval.is_some() {
+                    crate::log!("watchdog left off: keel.watchdog=off on the kernel command line");
+                }
+                if setup.pid1 && setup.watchdog {
                     rt.watchdog = cfg
                         .watchdog_interval
                         .and_then(|i| Watchdog::open(Path::new(crate::watchdog::DEVICE), i, now));
