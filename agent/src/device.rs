@@ -61,16 +61,19 @@ impl Device {
         })
     }
 
-    /// The whole disk this system booted from: the one whose MBR disk id
-    /// matches the root PARTUUID on the command line.
+    /// The whole disk the running root filesystem was mounted from — not
+    /// merely a disk with the same MBR id (the same image can be on an SD
+    /// card and the eMMC at once) — checked against `keel.root`.
     pub fn card_path(&self) -> Result<PathBuf, AgentError> {
         let root = self.cmdline.root()?;
-        find_disk(Path::new("/sys/block"), Path::new("/dev"), root.disk).ok_or_else(|| {
-            AgentError::Device(format!(
-                "no disk with id {:08x} (from keel.root) found under /sys/block",
-                root.disk
-            ))
-        })
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(AgentError::io("cannot read /proc/self/mountinfo"))?;
+        root_disk(
+            &mountinfo,
+            Path::new("/sys/dev/block"),
+            Path::new("/dev"),
+            root,
+        )
     }
 
     pub fn trusted_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, AgentError> {
@@ -99,52 +102,111 @@ pub fn trusted_keys(dir: &Path) -> Result<Vec<ed25519_dalek::VerifyingKey>, Agen
     Ok(keys)
 }
 
-/// Scans whole disks (not partitions) for an MBR with `disk_id`.
-pub fn find_disk(sys_block: &Path, dev: &Path, disk_id: u32) -> Option<PathBuf> {
-    let mut names: Vec<String> = std::fs::read_dir(sys_block)
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(String::from))
-        .collect();
-    names.sort();
-    for name in names {
-        if name.starts_with("loop") || name.starts_with("ram") {
-            continue;
-        }
-        let path = dev.join(&name);
-        let mut mbr = [0u8; 512];
-        let ok = std::fs::File::open(&path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut mbr))
-            .is_ok();
-        if ok
-            && mbr[510..] == [0x55, 0xaa]
-            && u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]) == disk_id
-        {
-            return Some(path);
-        }
+/// The disk holding the partition mounted at `/` (the last `/` in
+/// `mountinfo`, the root after switch_root): its device number leads,
+/// through `sys_dev_block/MAJ:MIN`, to the partition's sysfs directory,
+/// whose parent is the disk. The disk must carry `want`'s MBR id and the
+/// partition `want`'s number, or the agent does not know which card it
+/// runs from and refuses to go on.
+pub fn root_disk(
+    mountinfo: &str,
+    sys_dev_block: &Path,
+    dev: &Path,
+    want: keel_contract::PartUuid,
+) -> Result<PathBuf, AgentError> {
+    let unsure = |why: String| {
+        AgentError::Device(format!(
+            "cannot tell which disk the running system came from ({why}); not touching any card"
+        ))
+    };
+    let number = mountinfo
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let devno = f.nth(2)?;
+            let mount_point = f.nth(1)?;
+            (mount_point == "/").then_some(devno)
+        })
+        .ok_or_else(|| unsure("no / in /proc/self/mountinfo".into()))?;
+    let part_dir = std::fs::canonicalize(sys_dev_block.join(number))
+        .map_err(|e| unsure(format!("{}: {e}", sys_dev_block.join(number).display())))?;
+    let partition: u32 = std::fs::read_to_string(part_dir.join("partition"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| unsure(format!("{} is not a partition", part_dir.display())))?;
+    let disk_name = part_dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| unsure(format!("no disk above {}", part_dir.display())))?;
+    let disk = dev.join(disk_name);
+    let id = mbr_id(&disk).ok_or_else(|| unsure(format!("{} has no MBR", disk.display())))?;
+    if id != want.disk || partition != u32::from(want.partition) {
+        return Err(unsure(format!(
+            "/ is partition {partition} of {} (disk id {id:08x}), but keel.root says {}",
+            disk.display(),
+            want.spec()
+        )));
     }
-    None
+    Ok(disk)
+}
+
+fn mbr_id(disk: &Path) -> Option<u32> {
+    let mut mbr = [0u8; 512];
+    std::fs::File::open(disk)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut mbr))
+        .ok()?;
+    (mbr[510..] == [0x55, 0xaa])
+        .then(|| u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Two disks with the same image: the one the root came from is chosen.
     #[test]
-    fn finds_disk_by_signature() {
+    fn the_card_is_the_disk_the_root_was_mounted_from() {
         let d = tempfile::tempdir().unwrap();
-        let (sys, dev) = (d.path().join("sys"), d.path().join("dev"));
-        for (name, id) in [("loop0", 7u32), ("vda", 0x1234_5678), ("vdb", 1)] {
-            std::fs::create_dir_all(sys.join(name)).unwrap();
-            std::fs::create_dir_all(&dev).unwrap();
-            let mut mbr = vec![0u8; 512];
-            mbr[440..444].copy_from_slice(&id.to_le_bytes());
-            mbr[510] = 0x55;
-            mbr[511] = 0xaa;
-            std::fs::write(dev.join(name), mbr).unwrap();
+        let (devices, dev_block, dev) = (
+            d.path().join("devices"),
+            d.path().join("dev-block"),
+            d.path().join("dev"),
+        );
+        std::fs::create_dir_all(&dev_block).unwrap();
+        std::fs::create_dir_all(&dev).unwrap();
+        let mut mbr = vec![0u8; 512];
+        mbr[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        for (disk, major) in [("mmcblk0", 179), ("mmcblk1", 180)] {
+            let part = devices.join(disk).join(format!("{disk}p5"));
+            std::fs::create_dir_all(&part).unwrap();
+            std::fs::write(part.join("partition"), "5\n").unwrap();
+            std::os::unix::fs::symlink(&part, dev_block.join(format!("{major}:5"))).unwrap();
+            std::fs::write(dev.join(disk), &mbr).unwrap();
         }
-        assert_eq!(find_disk(&sys, &dev, 0x1234_5678), Some(dev.join("vda")));
-        assert_eq!(find_disk(&sys, &dev, 7), None, "loop devices are skipped");
+        let want = keel_contract::PartUuid {
+            disk: 0x1234_5678,
+            partition: 5,
+        };
+        let info =
+            "22 1 0:21 / /proc rw - proc proc rw\n30 1 180:5 / / ro - squashfs /dev/mmcblk1p5 ro\n";
+        assert_eq!(
+            root_disk(info, &dev_block, &dev, want).unwrap(),
+            dev.join("mmcblk1")
+        );
+        // keel.root naming another partition: unsure, refused.
+        let other = keel_contract::PartUuid {
+            disk: 0x1234_5678,
+            partition: 6,
+        };
+        assert!(root_disk(info, &dev_block, &dev, other)
+            .unwrap_err()
+            .to_string()
+            .contains("not touching"));
+        assert!(root_disk("", &dev_block, &dev, want).is_err());
     }
 
     /// init and the agent read the same slot from any command line.

@@ -7,19 +7,19 @@ use keel_contract::release::ReleaseError;
 pub enum AgentError {
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Cmdline(#[from] CmdlineError),
-    #[error("{0}")]
+    #[error(transparent)]
     Release(#[from] ReleaseError),
-    #[error("{0}")]
+    #[error(transparent)]
     Card(#[from] update::CardError),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] update::StateError),
     #[error("update rejected: {0}")]
     Rejected(#[from] update::ApplyError),
     #[error("update not downloaded: {0}")]
     Download(#[from] net::HttpError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] net::TlsError),
     #[error("{what}: {source}")]
     Io {

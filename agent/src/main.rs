@@ -73,30 +73,44 @@ fn run(cmd: Command) -> Result<(), AgentError> {
             let dev = Device::load()?;
             ops::revert(&mut card(&dev)?, &store, dev.booted()?, &mut say)?;
         }
-        Command::Run => {
-            let dev = Device::load()?;
-            let booted = dev.booted()?;
-            ops::note_rollback(&store, booted, &mut say)?;
-            let text = std::fs::read_to_string(paths::AGENT_CONF).unwrap_or_default();
-            let (conf, problems) = AgentConf::parse(&text);
-            for p in problems {
-                say(&format!("agent: {}: {p}", paths::AGENT_CONF));
-            }
-            ops::watch_trial(
-                &mut card(&dev)?,
-                &RealInit,
-                &SystemClock::start(),
-                &store,
-                booted,
-                dev.version()?,
-                conf.trial_timeout,
-                &mut say,
-            )?;
-            // Nothing else to do yet: stay up as a permanent service.
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
+        Command::Run => daemon(&store),
     }
+    Ok(())
+}
+
+/// `agent run`, the boot-time daemon. It never exits: under init a daemon
+/// that exits at every start would end in the root supervisor giving up and
+/// the device rebooting. What it cannot understand it reports, and then it
+/// stays up without touching the boot state.
+fn daemon(store: &Store) -> ! {
+    if let Err(e) = watch(store) {
+        say(&format!(
+            "agent: {e}; not touching the boot state (the device stays as it is; see `agent status`)"
+        ));
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn watch(store: &Store) -> Result<(), AgentError> {
+    let dev = Device::load()?;
+    let booted = dev.booted()?;
+    ops::note_rollback(store, booted, &mut say)?;
+    let text = std::fs::read_to_string(paths::AGENT_CONF).unwrap_or_default();
+    let (conf, problems) = AgentConf::parse(&text);
+    for p in problems {
+        say(&format!("agent: {}: {p}", paths::AGENT_CONF));
+    }
+    ops::watch_trial(
+        &mut card(&dev)?,
+        &RealInit,
+        &SystemClock::start(),
+        store,
+        booted,
+        dev.version()?,
+        conf.trial_timeout,
+        &mut say,
+    )?;
     Ok(())
 }

@@ -24,5 +24,5 @@ pub mod release;
 mod slot;
 
 pub use cmdline::{KernelCmdline, PartUuid};
-pub use release::{BootBackend, Release};
+pub use release::{BootBackend, Convenience, Release};
 pub use slot::Slot;

@@ -36,6 +36,10 @@ pub const SERVICES_OVERRIDE: &str = "/data/keel/services.toml";
 pub const EVENTS: &str = "/data/keel/events";
 /// The update written to the inactive slot and not yet confirmed.
 pub const PENDING: &str = "/data/keel/pending";
+/// How many boots in a row ended with init rebooting because its services
+/// failed (init/src/escalation.rs).
+pub const FAILED_BOOTS: &str = "/data/keel/failed-boots";
+pub const FAILED_BOOTS_NAME: &str = "failed-boots";
 /// The device's identity (certificate, key, CA bundle) from manufacturing.
 pub const IDENTITY_DIR: &str = "/data/keel/identity";
 

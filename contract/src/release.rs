@@ -19,6 +19,7 @@ pub const KERNEL: &str = "kernel";
 pub const BOOT_BACKEND: &str = "boot_backend";
 pub const MAX_TRIES: &str = "max_tries";
 pub const BUILD_TIME: &str = "build_time";
+pub const CONVENIENCES: &str = "conveniences";
 
 /// The most trial boots a board may give a new slot before falling back
 /// (the board config's `max_tries`; the boot script and the boot-state
@@ -108,6 +109,50 @@ pub struct Release {
     pub boot_backend: Option<String>,
     pub max_tries: Option<String>,
     pub build_time: Option<String>,
+    /// The development conveniences the image has (see [`Convenience`]):
+    /// a comma-separated list, or `none`.
+    pub conveniences: Option<String>,
+}
+
+/// A convenience that hands control to whoever holds the card or the serial
+/// line. A development image has them all; a release image none, unless its
+/// owner keeps one (`cargo xtask build --release --keep NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convenience {
+    /// init runs `/data/keel/services.toml` instead of the signed tree.
+    ServicesOverride,
+    /// The serial console takes commands (`cat`, `write`, `run`, …).
+    Console,
+    /// The image trusts the development signing key.
+    DevelopmentKey,
+}
+
+impl Convenience {
+    pub const ALL: [Convenience; 3] = [
+        Convenience::ServicesOverride,
+        Convenience::Console,
+        Convenience::DevelopmentKey,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Convenience::ServicesOverride => "services-override",
+            Convenience::Console => "console",
+            Convenience::DevelopmentKey => "development-key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Convenience> {
+        Convenience::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// The list as the release file writes it.
+    pub fn list(cs: &[Convenience]) -> String {
+        if cs.is_empty() {
+            return "none".into();
+        }
+        cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
+    }
 }
 
 impl Release {
@@ -129,13 +174,14 @@ impl Release {
                 BOOT_BACKEND => out.boot_backend = value,
                 MAX_TRIES => out.max_tries = value,
                 BUILD_TIME => out.build_time = value,
+                CONVENIENCES => out.conveniences = value,
                 _ => {}
             }
         }
         out
     }
 
-    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+    fn fields(&self) -> [(&'static str, &Option<String>); 8] {
         [
             (VERSION, &self.version),
             (BOARD, &self.board),
@@ -144,6 +190,7 @@ impl Release {
             (BOOT_BACKEND, &self.boot_backend),
             (MAX_TRIES, &self.max_tries),
             (BUILD_TIME, &self.build_time),
+            (CONVENIENCES, &self.conveniences),
         ]
     }
 
@@ -201,6 +248,31 @@ impl Release {
             })
     }
 
+    /// The image's development conveniences. An image from before the
+    /// field existed had them all; an unknown name in the list is refused
+    /// (a newer image's convenience must not be silently dropped or kept).
+    pub fn conveniences(&self) -> Result<Vec<Convenience>, ReleaseError> {
+        let Some(v) = self.conveniences.as_deref() else {
+            return Ok(Convenience::ALL.to_vec());
+        };
+        if v == "none" {
+            return Ok(Vec::new());
+        }
+        v.split(',')
+            .map(|n| {
+                Convenience::parse(n).ok_or_else(|| ReleaseError::Invalid {
+                    key: CONVENIENCES,
+                    value: v.into(),
+                    expected: "none, or a list of services-override, console, development-key",
+                })
+            })
+            .collect()
+    }
+
+    pub fn has(&self, c: Convenience) -> bool {
+        self.conveniences().is_ok_and(|cs| cs.contains(&c))
+    }
+
     /// Seconds since the epoch when the image was built, if recorded.
     pub fn build_time(&self) -> Option<i64> {
         self.build_time.as_deref()?.parse().ok().filter(|t| *t > 0)
@@ -240,6 +312,7 @@ mod tests {
             boot_backend: Some("uboot".into()),
             max_tries: Some("3".into()),
             build_time: Some("1700000000".into()),
+            conveniences: Some("none".into()),
         }
     }
 
@@ -249,7 +322,7 @@ mod tests {
         let text = r.to_text().unwrap();
         assert_eq!(
             text,
-            "version=1.2.3\nboard=qemu-aarch64\nbuild_id=abc123\nkernel=6.1.0-31-arm64\nboot_backend=uboot\nmax_tries=3\nbuild_time=1700000000\n"
+            "version=1.2.3\nboard=qemu-aarch64\nbuild_id=abc123\nkernel=6.1.0-31-arm64\nboot_backend=uboot\nmax_tries=3\nbuild_time=1700000000\nconveniences=none\n"
         );
         assert_eq!(Release::parse(&text), r);
         assert_eq!(r.boot_backend(), Ok(BootBackend::Uboot));
@@ -286,6 +359,20 @@ mod tests {
     }
 
     #[test]
+    fn conveniences() {
+        assert_eq!(sample().conveniences(), Ok(vec![]));
+        let old = Release::parse("version=1\n");
+        assert_eq!(old.conveniences(), Ok(Convenience::ALL.to_vec()));
+        let dev = Release::parse("conveniences=console,services-override\n");
+        assert!(dev.has(Convenience::Console) && !dev.has(Convenience::DevelopmentKey));
+        assert!(Release::parse("conveniences=console,root-shell\n")
+            .conveniences()
+            .is_err());
+        assert!(!Release::parse("conveniences=root-shell\n").has(Convenience::Console));
+        assert_eq!(Convenience::list(&[]), "none");
+    }
+
+    #[test]
     fn the_writer_refuses_what_the_reader_would_change() {
         for bad in ["", "1.0 beta", "\"1\"", "a\nb", "v#1", "é"] {
             let r = Release {
@@ -316,8 +403,9 @@ mod tests {
             fn what_the_builder_writes_is_read_back(
                 version in word(), board in word(), build_id in word(), kernel in word(),
                 boot_backend in word(), max_tries in word(), build_time in word(),
+                conveniences in word(),
             ) {
-                let r = Release { version, board, build_id, kernel, boot_backend, max_tries, build_time };
+                let r = Release { version, board, build_id, kernel, boot_backend, max_tries, build_time, conveniences };
                 let text = r.to_text().unwrap();
                 prop_assert_eq!(Release::parse(&text), r);
             }

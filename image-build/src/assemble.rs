@@ -33,17 +33,17 @@ pub enum AssembleError {
     MissingFile { package: String, path: String },
     #[error("package {0} is used by the board config but was not fetched")]
     MissingPackage(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Modules(#[from] crate::modules::ModulesError),
-    #[error("{0}")]
+    #[error(transparent)]
     Fat(#[from] crate::fat::FatError),
-    #[error("{0}")]
+    #[error(transparent)]
     Squashfs(#[from] crate::squashfs::SquashfsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Ext4(#[from] crate::ext4::Ext4Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Mbr(#[from] card_format::mbr::MbrError),
-    #[error("{0}")]
+    #[error(transparent)]
     Release(#[from] keel_contract::release::ReleaseError),
     #[error("the boot state: {0}")]
     BootState(card_format::bootstate::RecordError),
@@ -70,6 +70,8 @@ pub struct Inputs<'a> {
     pub epoch: u64,
     /// Public keys the device accepts bundles from: (file name, key text).
     pub trusted_keys: &'a [(String, String)],
+    /// The development conveniences the image keeps (none for a release).
+    pub conveniences: &'a [keel_contract::Convenience],
 }
 
 /// How full each partition is, for the build's report.
@@ -121,6 +123,7 @@ fn release(inputs: &Inputs, kernel: &str) -> Result<Release, AssembleError> {
         boot_backend: Some(cfg.boot_backend.name().to_string()),
         max_tries: Some(cfg.uboot.as_ref().map_or(1, |u| u.max_tries).to_string()),
         build_time: Some(inputs.epoch.to_string()),
+        conveniences: Some(keel_contract::Convenience::list(inputs.conveniences)),
     })
 }
 

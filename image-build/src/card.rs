@@ -13,13 +13,13 @@ use crate::fstree::{FsTree, NodeKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardImageError {
-    #[error("{0}")]
+    #[error(transparent)]
     Card(#[from] update::CardError),
-    #[error("{0}")]
+    #[error(transparent)]
     Release(#[from] keel_contract::release::ReleaseError),
-    #[error("{0}")]
+    #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
-    #[error("{0}")]
+    #[error(transparent)]
     Apply(#[from] update::ApplyError),
     #[error("neither slot holds a Keel root filesystem; is this a Keel card image?")]
     NoSlot,

@@ -18,10 +18,20 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
     #[error("the signing key is not among the board's [update] trusted_keys, so devices would reject this update; add its .pub file there or sign with a listed key")]
     SignerNotTrusted,
+    #[error("{0} is a public key file, not a private one; sign with the matching .key file")]
+    PublicAsPrivate(PathBuf),
+    #[error("{path} can be read by other users (mode {mode:o}); a private key must be mode 0600: chmod 600 {path}")]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("{0}: the private key's bytes are a public key the image trusts; this is a public key file, and signing with it would make the image trust a key whose private half is public")]
+    PublicBytes(PathBuf),
+    #[error("a release image cannot be signed with the development key ({0}); make a release key with `cargo xtask keys new keys/release` and pass --key")]
+    ReleaseWithDevelopmentKey(PathBuf),
+    #[error("a release image cannot trust the development key ({0} in [update] trusted_keys); remove it from the board config")]
+    ReleaseTrustsDevelopmentKey(String),
 }
 
 fn with_ext(name: &Path, ext: &str) -> PathBuf {
@@ -89,10 +99,18 @@ pub struct Signer {
 /// key pair at `dev_name` (created on first use).
 pub fn signer(explicit: Option<&Path>, dev_name: &Path) -> Result<Signer, KeyError> {
     if let Some(path) = explicit {
+        let dev_private = pair_paths(dev_name).0;
+        let development = match (
+            std::fs::canonicalize(path),
+            std::fs::canonicalize(&dev_private),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
         return Ok(Signer {
-            key: bundle::keys::load_signing_key(path)?,
+            key: load_private(path)?,
             path: path.to_path_buf(),
-            development: false,
+            development,
             created: false,
         });
     }
@@ -107,6 +125,51 @@ pub fn signer(explicit: Option<&Path>, dev_name: &Path) -> Result<Signer, KeyErr
         development: true,
         created,
     })
+}
+
+/// Loads a private signing key, refusing what is plainly not one: a `.pub`
+/// file, or a file others can read (a private key is 0600; a public key
+/// file, 0644, has the same 64 hex digits and would otherwise pass).
+pub fn load_private(path: &Path) -> Result<SigningKey, KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.extension().is_some_and(|e| e == "pub") {
+        return Err(KeyError::PublicAsPrivate(path.to_path_buf()));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Readable {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(bundle::keys::load_signing_key(path)?)
+}
+
+/// For a release image: refuses the development key, as signer or as a
+/// trusted key. `dev_public` is the development key's public half, if one
+/// exists on this machine.
+pub fn check_release(
+    signer: &Signer,
+    trusted: &[(String, String)],
+    dev_public: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<(), KeyError> {
+    if signer.development {
+        return Err(KeyError::ReleaseWithDevelopmentKey(signer.path.clone()));
+    }
+    if let Some(dev) = dev_public {
+        let dev_text = bundle::keys::verifying_key_text(dev);
+        if let Some((name, _)) = trusted.iter().find(|(_, t)| *t == dev_text) {
+            return Err(KeyError::ReleaseTrustsDevelopmentKey(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The development key's public half, if the development key pair exists.
+pub fn development_public(dev_name: &Path) -> Option<ed25519_dalek::VerifyingKey> {
+    bundle::keys::load_verifying_key(&pair_paths(dev_name).1).ok()
 }
 
 /// The keys baked into the image as (file name, key text): the board
@@ -129,6 +192,9 @@ pub fn trusted_keys(
     for rel in &cfg.update.trusted_keys {
         let path = root.join(rel);
         let k = bundle::keys::load_verifying_key(&path)?;
+        if k.as_bytes() == &key.to_bytes() {
+            return Err(KeyError::PublicBytes(path));
+        }
         signer_trusted |= k == signer;
         let name = path
             .file_name()
@@ -160,6 +226,21 @@ mod tests {
         assert!(matches!(new_pair(&name), Err(KeyError::Exists(_))));
         assert_eq!(std::fs::read(&private).unwrap(), before);
         assert!(public.exists());
+    }
+
+    #[test]
+    fn a_public_key_is_not_taken_for_a_private_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (private, public) = new_pair(&d.path().join("release")).unwrap();
+        assert!(load_private(&private).is_ok());
+        let e = load_private(&public).unwrap_err().to_string();
+        assert!(e.contains("public key file"), "{e}");
+        // The same 64 hex digits under another name, readable by all.
+        let copy = d.path().join("release-copy");
+        std::fs::copy(&public, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_private(&copy).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub enum OutputError {
     },
     #[error("writing update.fw: {0}")]
     Bundle(#[from] bundle::BundleError),
-    #[error("{0}")]
+    #[error(transparent)]
     Bmap(#[from] crate::bmap::BmapError),
-    #[error("{0}")]
+    #[error(transparent)]
     Artifact(#[from] crate::artifacts::ArtifactError),
 }
 

@@ -133,16 +133,32 @@ impl Server {
         // so the indices above stay valid until `answer`).
         if fds.first().is_some_and(|p| p.revents != 0) {
             while let Ok((stream, _)) = self.listener.accept() {
-                if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                if stream.set_nonblocking(true).is_err() {
                     continue;
                 }
-                self.clients.push(Client {
+                let client = Client {
                     stream,
                     input: Vec::new(),
                     output: None,
                     written: 0,
                     deadline: now + CLIENT_TIMEOUT,
-                });
+                };
+                if self.clients.len() < MAX_CLIENTS {
+                    self.clients.push(client);
+                    continue;
+                }
+                // Full: the longest-idle client that has asked nothing makes
+                // room, so idle connections cannot lock out a reboot
+                // request. Replaced in place: the indices in `requests`
+                // stay valid.
+                let asked: Vec<usize> = requests.iter().map(|(i, _)| *i).collect();
+                let idle = (0..self.clients.len())
+                    .filter(|i| !asked.contains(i))
+                    .filter(|i| self.clients[*i].output.is_none())
+                    .min_by_key(|i| self.clients[*i].deadline);
+                if let Some(i) = idle {
+                    self.clients[i] = client;
+                }
             }
         }
         requests
@@ -266,6 +282,41 @@ mod tests {
                 libc::SIGSTOP
             ]
         );
+    }
+
+    /// Every slot held by an idle client: a new request is still served
+    /// (the oldest idle connection makes room).
+    #[test]
+    fn idle_clients_cannot_lock_out_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let mut server = Server::bind(&path).unwrap();
+        let mut idle = Vec::new();
+        let pump = |server: &mut Server| -> Vec<(usize, String)> {
+            let mut fds = Vec::new();
+            server.fill(&mut fds);
+            crate::sys::poll(&mut fds, Some(Duration::from_millis(50))).unwrap();
+            server.service(&fds, Instant::now())
+        };
+        for _ in 0..MAX_CLIENTS + 4 {
+            idle.push(UnixStream::connect(&path).unwrap());
+            pump(&mut server);
+        }
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        let p = path.clone();
+        let client = std::thread::spawn(move || request(&p, "status").unwrap());
+        let start = Instant::now();
+        let mut answered = false;
+        while !answered && start.elapsed() < Duration::from_secs(5) {
+            for (i, line) in pump(&mut server) {
+                assert_eq!(line, "status");
+                server.answer(i, encode_reply(&["row".into()], &Ok(())));
+                answered = true;
+            }
+            server.sweep(Instant::now());
+        }
+        assert!(answered, "the request was never read");
+        assert_eq!(client.join().unwrap().0, vec!["row".to_string()]);
     }
 
     #[test]

@@ -56,12 +56,20 @@ pub fn main(args: &[String]) -> i32 {
         std::process::id(),
         run_dir.join("control.sock").display()
     );
+    // In host mode a "reboot" ends the process; the budget lives in the run
+    // directory, so repeated runs with the same one behave like boots.
+    let reboot_budget = crate::escalation::RebootBudget::new(
+        &run_dir.join(keel_contract::paths::FAILED_BOOTS_NAME),
+        3,
+    );
     Runtime::new(
         Setup {
             pid1: false,
             services: file,
             run_dir,
             watchdog: false,
+            console_commands: false,
+            reboot_budget,
         },
         signals,
     )

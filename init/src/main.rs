@@ -31,6 +31,7 @@ mod config;
 mod console;
 mod control;
 mod disk;
+mod escalation;
 mod host;
 mod identity;
 mod initramfs;

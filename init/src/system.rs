@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel_contract::{paths, KernelCmdline, PartUuid, Release, Slot};
+use keel_contract::{paths, Convenience, KernelCmdline, PartUuid, Release, Slot};
 
 use crate::disk::{self, Roots};
 use crate::runtime::{self, Runtime, Setup};
@@ -76,17 +76,33 @@ pub fn run() -> ! {
         Ok(text) => Release::parse(&text),
         Err(e) => {
             crate::log!("read {RELEASE}: {e}");
-            Release::default()
+            // Without it nothing says this is a development image.
+            Release {
+                conveniences: Some("none".into()),
+                ..Release::default()
+            }
         }
     };
     crate::log!("{}", ready_line(slot, &release));
     log_boot_time();
 
+    let conveniences = release.conveniences().unwrap_or_else(|e| {
+        crate::log!("{e}; running without development conveniences");
+        Vec::new()
+    });
+    if !conveniences.contains(&Convenience::Console) {
+        crate::log!("console: log only (release image)");
+    }
     let setup = Setup {
         pid1: true,
-        services: runtime::services_file(),
+        services: runtime::services_file(conveniences.contains(&Convenience::ServicesOverride)),
         run_dir: PathBuf::from(runtime::RUN_DIR),
         watchdog: cmdline.watchdog_allowed(),
+        console_commands: conveniences.contains(&Convenience::Console),
+        reboot_budget: crate::escalation::RebootBudget::new(
+            Path::new(paths::FAILED_BOOTS),
+            release.max_tries().unwrap_or(3),
+        ),
     };
     Runtime::new(setup, signals).run();
     // run() only returns in host mode; never let PID 1 exit.

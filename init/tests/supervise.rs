@@ -20,7 +20,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A running `init supervise` and everything it printed.
 struct Sup {
     child: Child,
-    dir: tempfile::TempDir,
+    /// Owned when the test did not give a directory of its own.
+    _tmp: Option<tempfile::TempDir>,
+    root: PathBuf,
     out: Arc<Mutex<String>>,
     /// Bytes of `out` already matched by `expect`.
     cursor: usize,
@@ -30,13 +32,21 @@ impl Sup {
     /// Starts a tree; `@DIR@` in the text becomes a scratch directory.
     fn start(toml: &str) -> Sup {
         let dir = tempfile::tempdir().unwrap();
-        let text = toml.replace("@DIR@", dir.path().to_str().unwrap());
-        std::fs::write(dir.path().join("services.toml"), text).unwrap();
+        let mut s = Sup::start_in(dir.path(), toml);
+        s._tmp = Some(dir);
+        s
+    }
+
+    /// Starts a tree in `dir`, which keeps its run directory between
+    /// starts (like /data between boots).
+    fn start_in(dir: &std::path::Path, toml: &str) -> Sup {
+        let text = toml.replace("@DIR@", dir.to_str().unwrap());
+        std::fs::write(dir.join("services.toml"), text).unwrap();
         let mut child = Command::new(INIT)
             .arg("supervise")
-            .arg(dir.path().join("services.toml"))
+            .arg(dir.join("services.toml"))
             .arg("--run-dir")
-            .arg(dir.path().join("run"))
+            .arg(dir.join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -62,14 +72,15 @@ impl Sup {
         }
         Sup {
             child,
-            dir,
+            _tmp: None,
+            root: dir.to_path_buf(),
             out,
             cursor: 0,
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.root.join(name)
     }
 
     fn output(&self) -> String {
@@ -346,6 +357,35 @@ fn exceeding_intensity_escalates_to_the_parent_and_the_root_gives_up() {
         out.contains("crasher exited (exit=7)"),
         "the reason names the child\n{out}"
     );
+}
+
+/// A tree that fails at every boot reboots at most three boots in a row,
+/// then init stays up (reachable) instead of rebooting for ever; becoming
+/// healthy starts the count again.
+#[test]
+fn failing_services_reboot_a_bounded_number_of_boots_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = "on_failure = \"reboot\"\n\
+        [supervisor.root]\nintensity = 1\nperiod = 10\nrestart_delay = 0.05\nchildren = [\"crasher\"]\n\
+        [worker.crasher]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"sleep 0.05; exit 7\"]\n";
+    for n in 1..=3 {
+        let (code, out) = Sup::start_in(dir.path(), failing).wait();
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains(&format!("reboot {n} in a row")), "{out}");
+    }
+    let mut s = Sup::start_in(dir.path(), failing);
+    s.expect("staying up instead of rebooting again");
+    assert!(s.status().contains("crasher"), "still answers keelctl");
+    drop(s);
+    // Healthy once: the count starts again.
+    let healthy = "healthy_after = 0.2\n[supervisor.root]\nchildren = [\"ok\"]\n\
+        [worker.ok]\ncommand = \"/bin/sleep\"\nargs = [\"100\"]\n";
+    let mut s = Sup::start_in(dir.path(), healthy);
+    s.expect("services healthy");
+    drop(s);
+    let (code, out) = Sup::start_in(dir.path(), failing).wait();
+    assert_eq!(code, 3);
+    assert!(out.contains("reboot 1 in a row"), "{out}");
 }
 
 /// Zombies whose parent is `pid`.

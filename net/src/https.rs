@@ -24,9 +24,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum HttpError {
     #[error("'{url}' is not a usable URL: {why}")]
     BadUrl { url: String, why: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot connect to {host} ({addrs}): {source}")]
     Connect {

@@ -20,11 +20,11 @@ use crate::state::{BootFlow, Slot, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error("{0}")]
+    #[error(transparent)]
     Card(#[from] CardError),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     #[error("cannot compare versions: {0}")]
     Version(#[from] bundle::version::VersionError),

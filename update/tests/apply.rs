@@ -292,7 +292,9 @@ fn forged_partition_tables_are_refused_before_any_write() {
     let start = |n: u8| t.get(n).unwrap().start_lba;
     let ext = start(4);
     let gap = card_format::mbr::EBR_GAP;
-    let forgeries: Vec<(&str, Vec<(u64, Vec<u8>)>)> = vec![
+    /// (what, [(byte offset on the card, bytes written there)])
+    type Forgery = (&'static str, Vec<(u64, Vec<u8>)>);
+    let forgeries: Vec<Forgery> = vec![
         // MBR entry 3 (offset 446 + 32): start = partition 2's start.
         (
             "3 over 2",

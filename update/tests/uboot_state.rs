@@ -39,7 +39,7 @@ fn a_fresh_card_reads_as_built_and_writes_alternate_copies() {
         c.read_gap(off, &mut b).unwrap();
         seqs.push(Record::decode(&b, 3).unwrap().seq);
     }
-    assert_eq!(seqs, [4, 3], "writes alternate between the copies");
+    assert_eq!(seqs, [3, 4], "writes alternate between the copies");
     assert_eq!(FLOW.read(&mut c).unwrap(), confirmed);
 }
 

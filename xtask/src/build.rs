@@ -11,6 +11,7 @@ use image_build::assemble::{self, Inputs};
 use image_build::board::{Arch, BoardConfig};
 use image_build::lock::LockFile;
 use image_build::outputs;
+use keel_contract::Convenience;
 
 use crate::host;
 
@@ -40,6 +41,12 @@ pub struct Build {
     /// Private key to sign update.fw with [default: $KEEL_SIGNING_KEY, else a development key in .keel/].
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// A release image: without the development conveniences (the /data override of the service tree, the console's command interpreter, trusting the development key); needs a release key (--key or KEEL_SIGNING_KEY).
+    #[arg(long)]
+    pub release: bool,
+    /// With --release: keep this convenience anyway (services-override, console); repeatable.
+    #[arg(long, value_name = "CONVENIENCE", requires = "release")]
+    pub keep: Vec<String>,
 }
 
 /// What a build produced.
@@ -61,11 +68,33 @@ impl Build {
             board_dir: None,
             key: None,
             overlay: None,
+            release: false,
+            keep: Vec::new(),
         }
+    }
+
+    /// The conveniences the image keeps: all of them for a development
+    /// image; for a release, only those named with --keep.
+    fn conveniences(&self) -> Result<Vec<Convenience>> {
+        if !self.release {
+            return Ok(Convenience::ALL.to_vec());
+        }
+        self.keep
+            .iter()
+            .map(|n| match Convenience::parse(n) {
+                Some(Convenience::DevelopmentKey) | None => bail!(
+                    "--keep {n}: a release can keep services-override or console (the development key never)"
+                ),
+                Some(c) => Ok(c),
+            })
+            .collect()
     }
 
     pub fn run(self) -> Result<Built> {
         let root = host::workspace_root();
+        // Everything a user typed is checked before any work starts.
+        bundle::version::check(&self.version).context("--version")?;
+        let conveniences = self.conveniences()?;
         let board_dir = self
             .board_dir
             .clone()
@@ -128,8 +157,15 @@ impl Build {
             .map(|f| (f.locked.name.clone(), f.root.clone()))
             .collect();
 
-        let signer = crate::keys::signer(self.key.as_deref())?;
+        let signer = crate::keys::signer_for(self.key.as_deref(), !self.release)?;
         let trusted = image_build::keys::trusted_keys(&root, &cfg, &signer.key)?;
+        if self.release {
+            image_build::keys::check_release(
+                &signer,
+                &trusted,
+                image_build::keys::development_public(&crate::keys::dev_key_name()).as_ref(),
+            )?;
+        }
         let epoch = source_date_epoch(&root);
         let build_id = build_id(&root);
         let overlay = self
@@ -150,7 +186,11 @@ impl Build {
             init: &init,
             agent: &agent,
             overlay: &overlay,
-            extra: &format!("{}\n{keys_text}", self.version),
+            extra: &format!(
+                "{}\n{keys_text}\n{}",
+                self.version,
+                Convenience::list(&conveniences)
+            ),
             build_id: &build_id,
             epoch,
         })?;
@@ -180,6 +220,7 @@ impl Build {
             build_id: &build_id,
             epoch,
             trusted_keys: &trusted,
+            conveniences: &conveniences,
         };
         // Everything is written under temporary names and renamed only after
         // the checks pass: an interrupted or failed build leaves the previous

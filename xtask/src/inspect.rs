@@ -57,6 +57,9 @@ impl Verify {
 pub struct Inspect {
     /// An update bundle (update.fw) or a card image (sdcard.img).
     pub file: PathBuf,
+    /// Public key a bundle's signature is checked against [default: the development key's, if there is one].
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
 }
 
 impl Inspect {
@@ -67,19 +70,39 @@ impl Inspect {
         std::io::Read::read_exact(&mut f, &mut magic)
             .with_context(|| format!("{} is too short", self.file.display()))?;
         if &magic == bundle::MAGIC {
-            inspect_bundle(&self.file)
+            let keys = if self.pubkey.is_empty() {
+                image_build::keys::development_public(&crate::keys::dev_key_name())
+                    .into_iter()
+                    .collect()
+            } else {
+                self.pubkey
+                    .iter()
+                    .map(|p| bundle::keys::load_verifying_key(p))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            inspect_bundle(&self.file, &keys)
         } else {
             inspect_card(&self.file)
         }
     }
 }
 
-/// Prints the manifest (signature not checked: use `verify` for that).
-fn inspect_bundle(path: &Path) -> Result<()> {
+/// Prints the manifest and whether its signature verifies against `keys`
+/// (the payloads are not read: `verify` checks every chunk). The manifest
+/// is parsed whether or not it is signed, so its parser is the hardened one
+/// the device uses, which refuses and never crashes.
+fn inspect_bundle(path: &Path, keys: &[ed25519_dalek::VerifyingKey]) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let header = bundle::Header::read(&mut std::io::BufReader::new(f))
         .with_context(|| format!("reading {}", path.display()))?;
-    let m = bundle::Manifest::parse(header.manifest_text()?)?;
+    let signature = match header.verify(keys) {
+        Ok(k) => format!("verified (key {})", hex::encode(k.as_bytes())),
+        Err(_) if keys.is_empty() => "NOT checked: no key given (--pubkey)".into(),
+        Err(_) => "NOT verified by the given key: do not trust what follows".into(),
+    };
+    println!("signature   {signature}");
+    let m = bundle::Manifest::parse(header.manifest_text()?)
+        .with_context(|| format!("{} has an invalid manifest", path.display()))?;
     println!("bundle      {}", path.display());
     println!("format      {}", header.format);
     println!("board       {}", m.board);
@@ -121,19 +144,45 @@ fn inspect_card(path: &Path) -> Result<()> {
         );
     }
     for (slot, release) in &r.slots {
-        let version = release
-            .as_ref()
-            .and_then(|r| r.version().ok())
-            .unwrap_or("(empty)");
-        println!("slot {slot}      version {version}");
+        let Some(release) = release else {
+            println!("slot {slot}      (empty)");
+            continue;
+        };
+        let version = release.version().unwrap_or("(no version)");
+        let kind = match release.conveniences() {
+            Ok(c) if c.is_empty() => "release image".to_string(),
+            Ok(c) => format!(
+                "development image: {}",
+                keel_contract::Convenience::list(&c)
+            ),
+            Err(e) => format!("unreadable conveniences: {e}"),
+        };
+        println!("slot {slot}      version {version}, {kind}");
     }
     match &r.boot {
-        Ok((backend, s)) => println!(
-            "boot state  {backend}: active {} trial {} tries {}",
-            s.active,
-            s.trial.map_or("none", |t| t.as_str()),
-            s.tries
-        ),
+        Ok((backend, s)) => {
+            println!(
+                "boot state  {backend}: active {} trial {} tries {}",
+                s.active,
+                s.trial.map_or("none", |t| t.as_str()),
+                s.tries
+            );
+            for slot in keel_contract::Slot::ALL {
+                let m = s.mark(slot);
+                println!(
+                    "  slot {slot}    {}{}",
+                    if m.bootable {
+                        "complete"
+                    } else {
+                        "not bootable"
+                    },
+                    m.image
+                        .as_deref()
+                        .map(|i| format!(" ({i})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
         Err(e) => println!("boot state  unreadable: {e}"),
     }
     Ok(())

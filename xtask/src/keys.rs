@@ -50,8 +50,20 @@ pub fn dev_key_name() -> PathBuf {
 /// The key a build signs with: `--key`, else `$KEEL_SIGNING_KEY`, else
 /// the development key.
 pub fn signer(explicit: Option<&Path>) -> Result<Signer> {
+    signer_for(explicit, true)
+}
+
+/// Like [`signer`]; without `allow_development`, no key given is an error
+/// instead of the development key.
+pub fn signer_for(explicit: Option<&Path>, allow_development: bool) -> Result<Signer> {
     let from_env = std::env::var_os("KEEL_SIGNING_KEY").map(PathBuf::from);
-    let s = keys::signer(explicit.or(from_env.as_deref()), &dev_key_name())?;
+    let explicit = explicit.or(from_env.as_deref());
+    if explicit.is_none() && !allow_development {
+        anyhow::bail!(
+            "a release image needs a release key: pass --key PATH or set KEEL_SIGNING_KEY (make one with `cargo xtask keys new keys/release`)"
+        );
+    }
+    let s = keys::signer(explicit, &dev_key_name())?;
     if s.created {
         eprintln!("keel: created development signing key {}", s.path.display());
     }

@@ -73,8 +73,40 @@ fn main() {
         if cli.verbose {
             eprintln!("error: {e:?}");
         } else {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
         }
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, each said once: library errors
+/// often carry their cause's text already.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_said_are_not_repeated() {
+        let inner = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(inner)
+            .context("cannot read /x: disk on fire")
+            .context("applying y");
+        assert_eq!(
+            super::one_line(&e),
+            "applying y: cannot read /x: disk on fire"
+        );
     }
 }

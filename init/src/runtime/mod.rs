@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::{self, Accounts, Config, FailureAction};
 use crate::console::{LineError, LineReader};
 use crate::control::{self, Server};
+use crate::escalation::{RebootBudget, Verdict};
 use crate::reaper::ExitStatus;
 use crate::shutdown::{self, Kind};
 use crate::signals::{self, Action, SignalFd};
@@ -43,11 +44,28 @@ const CONSOLE_RETRY: Duration = Duration::from_secs(1);
 pub const EXIT_GAVE_UP: i32 = 3;
 
 /// Which services file to use on the device.
-pub fn services_file() -> PathBuf {
-    if Path::new(SERVICES_OVERRIDE).exists() {
-        PathBuf::from(SERVICES_OVERRIDE)
+/// The services file: the signed root's, or the writable partition's
+/// override when the image allows it (development images only: on a release
+/// image nothing on /data decides what PID 1 runs).
+pub fn services_file(override_allowed: bool) -> PathBuf {
+    choose_services(
+        override_allowed,
+        Path::new(SERVICES_OVERRIDE),
+        Path::new(SERVICES),
+    )
+}
+
+fn choose_services(override_allowed: bool, over: &Path, signed: &Path) -> PathBuf {
+    if override_allowed && over.exists() {
+        over.to_path_buf()
     } else {
-        PathBuf::from(SERVICES)
+        if !override_allowed && over.exists() {
+            crate::log!(
+                "{} ignored: this release image runs only its signed service tree",
+                over.display()
+            );
+        }
+        signed.to_path_buf()
     }
 }
 
@@ -60,6 +78,11 @@ pub struct Setup {
     /// Whether the hardware watchdog may be armed (`keel.watchdog=off` on
     /// the kernel command line says no).
     pub watchdog: bool,
+    /// Whether the serial console takes commands (development images); a
+    /// release image's console only shows the log.
+    pub console_commands: bool,
+    /// Counts reboots for failing services (see `escalation`).
+    pub reboot_budget: RebootBudget,
 }
 
 /// The debug console's input side (PID 1 only).
@@ -93,6 +116,7 @@ pub struct Runtime {
     shutdown: Option<(Kind, bool)>,
     failure_handled: bool,
     exit_code: i32,
+    reboot_budget: RebootBudget,
 }
 
 /// Reads and checks a services file; errors are `file:line: problem`.
@@ -144,10 +168,11 @@ impl Runtime {
             health_file,
             healthy: false,
             watchdog: None,
-            console: setup.pid1.then(ConsoleIn::default),
+            console: (setup.pid1 && setup.console_commands).then(ConsoleIn::default),
             shutdown: None,
             failure_handled: false,
             exit_code: 0,
+            reboot_budget: setup.reboot_budget,
         };
         match load(&setup.services) {
             Ok(cfg) => {
@@ -422,20 +447,38 @@ impl Runtime {
         self.exit_code = EXIT_GAVE_UP;
         sys::sync();
         let kind = match self.on_failure {
-            FailureAction::Reboot => Kind::Reboot(None),
+            FailureAction::Reboot => match self.reboot_budget.take() {
+                Verdict::Reboot(n) => {
+                    crate::log!("services failed: {why}; reboot {n} in a row for failing services");
+                    Kind::Reboot(None)
+                }
+                Verdict::StayUp(reason) => {
+                    crate::log!(
+                        "services failed: {why}; {reason}: staying up instead of rebooting again (console and control socket still work)"
+                    );
+                    self.stay_up();
+                    return;
+                }
+            },
             FailureAction::PowerOff => Kind::PowerOff,
             FailureAction::Hang => {
                 crate::log!(
                     "services failed: {why}; on_failure = \"hang\": staying up (console and control socket still work)"
                 );
-                if let Some(w) = self.watchdog.take() {
-                    w.disarm();
-                }
+                self.stay_up();
                 return;
             }
         };
         crate::log!("services failed: {why}; {kind} (on_failure)");
         self.begin_shutdown(kind, false, now);
+    }
+
+    /// After the services failed, without a reboot: the watchdog must not
+    /// reset the board either.
+    fn stay_up(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.disarm();
+        }
     }
 
     fn update_health(&mut self, now: Instant) {
@@ -458,6 +501,7 @@ impl Runtime {
         }
         self.healthy = healthy;
         if healthy {
+            self.reboot_budget.reset();
             let up = sys::boottime().as_secs_f64();
             let res = durable::replace(&self.health_file, format!("{up:.3}\n").as_bytes(), 0o644);
             match res {
@@ -477,5 +521,20 @@ impl Runtime {
                 Err(e) => crate::log!("remove {}: {e}", self.health_file.display()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod services_tests {
+    use super::*;
+
+    #[test]
+    fn the_override_is_a_development_feature() {
+        let d = tempfile::tempdir().unwrap();
+        let (over, signed) = (d.path().join("over.toml"), d.path().join("signed.toml"));
+        assert_eq!(choose_services(true, &over, &signed), signed);
+        std::fs::write(&over, "x").unwrap();
+        assert_eq!(choose_services(true, &over, &signed), over);
+        assert_eq!(choose_services(false, &over, &signed), signed);
     }
 }
