@@ -12,3 +12,16 @@ pub mod tls;
 pub use dns::{ResolveError, Resolver};
 pub use https::{get, HttpError, Response, Url};
 pub use tls::{TlsError, Trust};
+
+/// A duration for a message: "60 s", "1.2 s".
+pub(crate) struct Secs(pub std::time::Duration);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.subsec_millis() == 0 {
+            write!(f, "{} s", self.0.as_secs())
+        } else {
+            write!(f, "{:.1} s", self.0.as_secs_f64())
+        }
+    }
+}
