@@ -252,7 +252,12 @@ pub fn update(
             // A download is read once, each chunk checked before it is
             // written (docs/bundle.md): the device neither stores the
             // bundle nor fetches it twice.
-            let body = net::get(url, &trust, &net::Resolver::default())?;
+            let body = net::get(
+                url,
+                &trust,
+                &net::Resolver::default(),
+                &net::GetOptions::default(),
+            )?;
             match body.length {
                 Some(n) => log(&format!(
                     "agent: downloading {} ({:.1} MiB)",

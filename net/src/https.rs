@@ -1,189 +1,128 @@
 //! A streaming HTTPS GET: just enough HTTP/1.1 to fetch an update bundle
 //! from a web server, an object store or a CDN (redirects, Content-Length,
-//! chunked encoding), with the body handed out as a `Read` so the applier
-//! checks each chunk as it arrives and memory stays flat.
+//! chunked encoding, a range to resume from), with the body handed out as a
+//! `Read` so the applier checks each chunk as it arrives and memory stays
+//! flat. Every step has a deadline and everything the server sends has a
+//! bound ([`GetOptions`]; docs/network.md says which and why).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+mod body;
+mod chunked;
+mod error;
+mod head;
+mod timed;
+mod url;
+
+use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
-use crate::dns::{ResolveError, Resolver};
-use crate::tls::{TlsError, Trust};
+pub use body::Response;
+pub use error::{HttpError, ProtocolError, Stage};
+pub use url::Url;
 
-const MAX_REDIRECTS: usize = 5;
-const MAX_HEAD: usize = 64 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// A stalled server fails the update instead of hanging the agent.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::dns::Resolver;
+use crate::tls::Trust;
+use error::{shown, ReadError};
+use head::{is_bad_text, is_token, parse_content_range, ContentRange, Head};
+use timed::{after, Expired, TimedStream};
 
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("'{url}' is not a usable URL: {why}")]
-    BadUrl { url: String, why: String },
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("cannot connect to {host} ({addrs}): {source}")]
-    Connect {
-        host: String,
-        addrs: String,
-        source: io::Error,
-    },
-    #[error("TLS with {host} failed: {detail}")]
-    Handshake { host: String, detail: String },
-    #[error("GET {url}: the server answered {status} {reason}")]
-    Status {
-        url: String,
-        status: u16,
-        reason: String,
-    },
-    #[error("GET {url}: {detail}")]
-    Protocol { url: String, detail: String },
-    #[error("GET {url}: more than {MAX_REDIRECTS} redirects")]
-    TooManyRedirects { url: String },
-    #[error("GET {url}: {source}")]
-    Io { url: String, source: io::Error },
-}
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
-/// An `https://host[:port]/path?query` URL.
+/// What to ask for beyond the URL, and how long and how much to accept.
+/// `GetOptions { offset, ..GetOptions::default() }` changes one thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub host: String,
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
+pub struct GetOptions {
+    /// Asks for the body from this byte on (`Range: bytes=N-`), to resume
+    /// a download. A server may send the whole file instead:
+    /// [`Response::start`] says where the body really starts.
+    pub offset: u64,
+    /// Extra request header fields. They go to the URL's own host and port
+    /// only: a redirect elsewhere drops them, as curl does, so a credential
+    /// does not reach a CDN. The fields the client sets for the framing
+    /// (`Host`, `Range`, `Connection`, …) cannot be replaced; `User-Agent`
+    /// can.
+    pub headers: Vec<(String, String)>,
+    /// The longest file accepted, counted from byte 0 whatever the offset:
+    /// a server announcing more is refused before the body is read, and a
+    /// body of unknown length fails at the first byte past it.
+    pub max_length: Option<u64>,
+    /// From the call until the response head is in: resolving the name,
+    /// connecting, the TLS handshake, every redirect.
+    pub head_timeout: Duration,
+    /// The longest the connection may stay silent, before or in the body.
+    pub idle_timeout: Duration,
+    /// From the call until the body's last byte, whatever the server's pace.
+    pub total_timeout: Duration,
 }
 
-impl Url {
-    pub fn parse(url: &str) -> Result<Url, HttpError> {
-        let bad = |why: &str| HttpError::BadUrl {
-            url: url.to_string(),
-            why: why.to_string(),
-        };
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
-                return Err(bad(
-                    "plain http is refused: the download would be readable and alterable on the way (use https)",
-                ))
-            }
-            _ => return Err(bad("only https:// URLs are supported")),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-            None => (rest, "/".to_string()),
-        };
-        let path = path.split('#').next().unwrap_or("/").to_string();
-        if authority.contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("junk after the IPv6 address")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
-            }
-        };
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
-            None => 443,
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces or control characters in the path"));
-        }
-        Ok(Url {
-            host: host.to_ascii_lowercase(),
-            port,
-            path,
-        })
-    }
-
-    /// The `Host` header value.
-    fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 443 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-
-    /// Resolves a `Location` header against this URL.
-    fn join(&self, location: &str) -> Result<Url, HttpError> {
-        if location.contains("://") {
-            Url::parse(location)
-        } else if location.starts_with("//") {
-            Url::parse(&format!("https:{location}"))
-        } else if location.starts_with('/') {
-            Ok(Url {
-                path: location.to_string(),
-                ..self.clone()
-            })
-        } else {
-            let dir = &self.path[..self.path.rfind('/').map_or(0, |i| i + 1)];
-            Ok(Url {
-                path: format!("{dir}{location}"),
-                ..self.clone()
-            })
+impl Default for GetOptions {
+    /// No range, no extra fields, no length limit; 30 s to the response
+    /// head, 60 s of silence at most, one hour in all.
+    fn default() -> Self {
+        GetOptions {
+            offset: 0,
+            headers: Vec::new(),
+            max_length: None,
+            head_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(3600),
         }
     }
 }
 
-impl std::fmt::Display for Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "https://{}{}", self.authority(), self.path)
-    }
-}
+/// Header fields that carry the client's framing and negotiation.
+const OWN_FIELDS: [&str; 11] = [
+    "host",
+    "range",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "accept-encoding",
+];
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-enum Framing {
-    Length(u64),
-    /// Bytes left in the current chunk; `None` before a size line.
-    Chunked(Option<u64>),
-    /// Until the server closes (TLS close_notify proves it was not cut).
-    Close,
-    Done,
-}
-
-/// A response body; reading fails on a truncated or malformed stream.
-pub struct Response {
-    pub url: Url,
-    /// The body's length, when the server said.
-    pub length: Option<u64>,
-    stream: BufReader<Tls>,
-    framing: Framing,
-    received: u64,
-}
+type Tls = StreamOwned<ClientConnection, TimedStream>;
 
 /// GETs `url`, following redirects (never to plain http), and returns the
-/// body as a stream once the server answered 200.
-pub fn get(url: &str, trust: &Trust, resolver: &Resolver) -> Result<Response, HttpError> {
+/// body as a stream once the server answered 200 (or 206 to a range).
+pub fn get(
+    url: &str,
+    trust: &Trust,
+    resolver: &Resolver,
+    options: &GetOptions,
+) -> Result<Response, HttpError> {
+    let started = Instant::now();
+    let total_deadline = after(started, options.total_timeout);
+    let head_deadline = after(started, options.head_timeout).min(total_deadline);
+    let extra = extra_fields(&options.headers)?;
     let config = trust.client_config()?;
-    let mut url = Url::parse(url)?;
+    let first = Url::parse(url)?;
+    let mut url = first.clone();
+    let mut same_origin = true;
     for _ in 0..=MAX_REDIRECTS {
-        match request(&url, &config, resolver)? {
-            Reply::Body(r) => return Ok(*r),
+        same_origin &= url.host == first.host && url.port == first.port;
+        let exchange = Exchange {
+            url: &url,
+            config: &config,
+            resolver,
+            options,
+            extra: if same_origin { &extra } else { "" },
+            deadline: head_deadline,
+            limit: options.head_timeout.min(options.total_timeout),
+        };
+        match exchange.run()? {
+            Reply::Body(mut r) => {
+                r.stream.get_mut().sock.set_deadline(total_deadline);
+                return Ok(*r);
+            }
             Reply::Redirect(location) => url = url.join(&location)?,
         }
     }
@@ -192,270 +131,267 @@ pub fn get(url: &str, trust: &Trust, resolver: &Resolver) -> Result<Response, Ht
     })
 }
 
+/// The caller's header fields as request lines, checked.
+fn extra_fields(fields: &[(String, String)]) -> Result<String, HttpError> {
+    let mut lines = String::new();
+    for (name, value) in fields {
+        let bad = |why| HttpError::BadHeader {
+            name: shown(name.as_bytes()),
+            why,
+        };
+        if name.is_empty() || !name.bytes().all(is_token) {
+            return Err(bad("the name is not an HTTP token"));
+        }
+        if OWN_FIELDS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(bad("the client sets it itself"));
+        }
+        if value.bytes().any(is_bad_text) {
+            return Err(bad("control characters (CR, LF, …) in the value"));
+        }
+        lines.push_str(&format!("{name}: {}\r\n", value.trim_matches([' ', '\t'])));
+    }
+    Ok(lines)
+}
+
 enum Reply {
     Body(Box<Response>),
     Redirect(String),
 }
 
-fn connect(url: &Url, resolver: &Resolver) -> Result<TcpStream, HttpError> {
-    let addrs = resolver.resolve(&url.host, url.port)?;
-    let mut last = io::Error::other("no address");
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                let io = |source| HttpError::Io {
-                    url: url.to_string(),
-                    source,
-                };
-                s.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-                s.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-                return Ok(s);
-            }
-            Err(e) => last = e,
+/// One request and its response head.
+struct Exchange<'a> {
+    url: &'a Url,
+    config: &'a Arc<rustls::ClientConfig>,
+    resolver: &'a Resolver,
+    options: &'a GetOptions,
+    /// Caller's fields, as request lines.
+    extra: &'a str,
+    /// When the head must be in.
+    deadline: Instant,
+    /// The time allowed for it, for messages.
+    limit: Duration,
+}
+
+impl Exchange<'_> {
+    fn run(&self) -> Result<Reply, HttpError> {
+        let url = self.url;
+        let tcp = self.connect()?;
+        let name = ServerName::try_from(url.host.clone()).map_err(|_| HttpError::BadUrl {
+            url: url.to_string(),
+            why: "the host is not a valid DNS name or IP address".into(),
+        })?;
+        let conn =
+            ClientConnection::new(self.config.clone(), name).map_err(|e| HttpError::Handshake {
+                host: url.host.clone(),
+                detail: e.to_string(),
+            })?;
+        let sock = TimedStream::new(tcp, self.deadline, self.options.idle_timeout);
+        let mut tls = StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| self.failure(e, Stage::Handshake))?;
         }
+        tls.write_all(self.request_head().as_bytes())
+            .and_then(|()| tls.flush())
+            .map_err(|e| self.failure(e, Stage::Sending))?;
+        let mut stream = BufReader::with_capacity(64 * 1024, tls);
+        let head = head::read_final_head(&mut stream).map_err(|e| match e {
+            ReadError::Io(e) => self.failure(e, Stage::Head),
+            ReadError::Protocol(p) => self.protocol(p),
+            ReadError::Eof => self.protocol(ProtocolError::Closed),
+        })?;
+        self.reply(head, stream)
     }
-    Err(HttpError::Connect {
-        host: url.host.clone(),
-        addrs: addrs
+
+    fn connect(&self) -> Result<TcpStream, HttpError> {
+        let url = self.url;
+        let addrs = self
+            .resolver
+            .resolve_before(&url.host, url.port, self.deadline)?;
+        let mut last = io::Error::other("no address");
+        for (i, addr) in addrs.iter().enumerate() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Each address left gets its share, so one that drops SYNs
+            // does not eat the time of the next.
+            let share = left / (addrs.len() - i) as u32;
+            match TcpStream::connect_timeout(addr, share.max(Duration::from_millis(1))) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        if Instant::now() >= self.deadline {
+            return Err(self.timeout(Stage::Connecting));
+        }
+        Err(HttpError::Connect {
+            host: url.host.clone(),
+            addrs: addrs
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            source: last,
+        })
+    }
+
+    fn request_head(&self) -> String {
+        let url = self.url;
+        let mut head = format!("GET {} HTTP/1.1\r\nHost: {}\r\n", url.path, url.authority());
+        if !self
+            .options
+            .headers
             .iter()
-            .map(SocketAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        source: last,
-    })
-}
-
-/// Turns an I/O error from the TLS stream into a message that says what
-/// to do about a certificate problem.
-fn tls_failure(url: &Url, e: io::Error) -> HttpError {
-    let detail = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(cert)) => format!(
-            "the server's certificate is not acceptable ({cert:?}); if the server uses a \
-             private CA, put its certificate in {} in the image or pass --ca FILE",
-            crate::tls::EXTRA_CA_DIR
-        ),
-        Some(other) => other.to_string(),
-        None => {
-            return HttpError::Io {
-                url: url.to_string(),
-                source: e,
-            }
-        }
-    };
-    HttpError::Handshake {
-        host: url.host.clone(),
-        detail,
-    }
-}
-
-fn request(
-    url: &Url,
-    config: &Arc<rustls::ClientConfig>,
-    resolver: &Resolver,
-) -> Result<Reply, HttpError> {
-    let tcp = connect(url, resolver)?;
-    let name = ServerName::try_from(url.host.clone()).map_err(|_| HttpError::BadUrl {
-        url: url.to_string(),
-        why: "the host is not a valid DNS name or IP address".into(),
-    })?;
-    let conn = ClientConnection::new(config.clone(), name).map_err(|e| HttpError::Handshake {
-        host: url.host.clone(),
-        detail: e.to_string(),
-    })?;
-    let mut tls = StreamOwned::new(conn, tcp);
-    let head = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: keel-agent/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority(),
-        env!("CARGO_PKG_VERSION")
-    );
-    tls.write_all(head.as_bytes())
-        .and_then(|()| tls.flush())
-        .map_err(|e| tls_failure(url, e))?;
-    let mut stream = BufReader::with_capacity(64 * 1024, tls);
-    let protocol = |detail: &str| HttpError::Protocol {
-        url: url.to_string(),
-        detail: detail.to_string(),
-    };
-    let mut lines = Vec::new();
-    let mut total = 0;
-    loop {
-        let mut line = Vec::new();
-        let n = (&mut stream)
-            .take((MAX_HEAD - total) as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| tls_failure(url, e))?;
-        total += n;
-        if n == 0 {
-            return Err(protocol(
-                "the server closed the connection before answering",
+            .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+        {
+            head.push_str(&format!(
+                "User-Agent: keel-agent/{}\r\n",
+                env!("CARGO_PKG_VERSION")
             ));
         }
-        if total > MAX_HEAD {
-            return Err(protocol("the response header is too large"));
+        head.push_str("Accept-Encoding: identity\r\n");
+        if self.options.offset > 0 {
+            head.push_str(&format!("Range: bytes={}-\r\n", self.options.offset));
         }
-        let line = String::from_utf8_lossy(&line).trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        lines.push(line);
+        head.push_str(self.extra);
+        head.push_str("Connection: close\r\n\r\n");
+        head
     }
-    let status_line = lines.first().ok_or_else(|| protocol("empty response"))?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(protocol(&format!(
-            "not an HTTP/1 response: '{status_line}'"
-        )));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| protocol(&format!("bad status line '{status_line}'")))?;
-    let reason = parts.next().unwrap_or("").to_string();
-    let header = |name: &str| {
-        lines[1..].iter().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    match status {
-        200 => {}
-        301 | 302 | 303 | 307 | 308 => {
-            let location =
-                header("location").ok_or_else(|| protocol("a redirect without a Location"))?;
-            return Ok(Reply::Redirect(location));
-        }
-        _ => {
-            return Err(HttpError::Status {
-                url: url.to_string(),
-                status,
-                reason,
-            })
-        }
-    }
-    let chunked =
-        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = match header("content-length") {
-        Some(v) if !chunked => Some(
-            v.parse::<u64>()
-                .map_err(|_| protocol(&format!("bad Content-Length '{v}'")))?,
-        ),
-        _ => None,
-    };
-    let framing = if chunked {
-        Framing::Chunked(None)
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::Close
-    };
-    Ok(Reply::Body(Box::new(Response {
-        url: url.clone(),
-        length,
-        stream,
-        framing,
-        received: 0,
-    })))
-}
 
-impl Response {
-    fn cut_off(&self) -> io::Error {
-        let what = match self.length {
-            Some(len) => format!(
-                "the download was cut off after {} of {len} bytes",
-                self.received
-            ),
-            None => format!("the download was cut off after {} bytes", self.received),
+    /// Decides what the head means: a body, a redirect or an error.
+    fn reply(&self, head: Head, stream: BufReader<Tls>) -> Result<Reply, HttpError> {
+        let url = self.url;
+        let offset = self.options.offset;
+        match head.status {
+            200 | 206 => {}
+            301 | 302 | 303 | 307 | 308 => {
+                return match head.first("location") {
+                    Some(location) => Ok(Reply::Redirect(location.to_string())),
+                    None => Err(self.protocol(ProtocolError::RedirectWithoutLocation(head.status))),
+                };
+            }
+            416 if offset > 0 => {
+                let total = match head.first("content-range").and_then(parse_content_range) {
+                    Some(ContentRange::Unsatisfied { total }) => Some(total),
+                    _ => None,
+                };
+                return Err(HttpError::RangeNotSatisfiable {
+                    url: url.to_string(),
+                    offset,
+                    total,
+                });
+            }
+            status => {
+                return Err(HttpError::Status {
+                    url: url.to_string(),
+                    status,
+                    reason: shown(head.reason.as_bytes()),
+                })
+            }
+        }
+        let (framing, length) = body::framing(&head).map_err(|p| self.protocol(p))?;
+        let (start, total) = if head.status == 206 {
+            let got = head.first("content-range").unwrap_or("");
+            let wrong = || {
+                self.protocol(ProtocolError::WrongRange {
+                    got: shown(got.as_bytes()),
+                    offset,
+                })
+            };
+            if offset == 0 {
+                return Err(self.protocol(ProtocolError::UnrequestedPartial));
+            }
+            // `bytes=N-` asks for the rest of the file: a server that sends
+            // another piece, or less of it, is not resuming this download.
+            match parse_content_range(got) {
+                Some(ContentRange::Bytes { first, last, total })
+                    if first == offset
+                        && total.is_none_or(|t| last + 1 == t)
+                        && length.is_none_or(|n| n == last - first + 1) =>
+                {
+                    (offset, total)
+                }
+                _ => return Err(wrong()),
+            }
+        } else {
+            (0, length)
         };
-        io::Error::new(io::ErrorKind::UnexpectedEof, what)
-    }
-
-    fn chunk_size_line(&mut self) -> io::Result<u64> {
-        let mut line = Vec::new();
-        (&mut self.stream).take(1024).read_until(b'\n', &mut line)?;
-        if !line.ends_with(b"\n") {
-            return Err(self.cut_off());
-        }
-        let text = String::from_utf8_lossy(&line);
-        let size = text.trim().split(';').next().unwrap_or("").trim();
-        u64::from_str_radix(size, 16).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad chunk size line '{}'", text.trim()),
-            )
-        })
-    }
-
-    fn expect_crlf(&mut self) -> io::Result<()> {
-        let mut crlf = [0u8; 2];
-        self.stream.read_exact(&mut crlf)?;
-        if &crlf != b"\r\n" {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "malformed chunked encoding",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Read for Response {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let limit = match self.framing {
-                Framing::Done => return Ok(0),
-                Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Ok(0);
-                }
-                Framing::Length(left) => left,
-                Framing::Close => u64::MAX,
-                Framing::Chunked(None) => {
-                    let size = self.chunk_size_line()?;
-                    if size == 0 {
-                        // Trailers, then the blank line.
-                        loop {
-                            let mut line = Vec::new();
-                            let n = (&mut self.stream).take(8192).read_until(b'\n', &mut line)?;
-                            if n == 0 || line == b"\r\n" || line == b"\n" {
-                                break;
-                            }
-                        }
-                        self.framing = Framing::Done;
-                        return Ok(0);
-                    }
-                    self.framing = Framing::Chunked(Some(size));
-                    continue;
-                }
-                Framing::Chunked(Some(0)) => {
-                    self.expect_crlf()?;
-                    self.framing = Framing::Chunked(None);
-                    continue;
-                }
-                Framing::Chunked(Some(left)) => left,
-            };
-            let want = buf.len().min(limit.min(usize::MAX as u64) as usize);
-            let n = match self.stream.read(&mut buf[..want]) {
-                // rustls reports a close without close_notify as
-                // UnexpectedEof: an attacker or a dying link cut the stream.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.cut_off()),
-                other => other?,
-            };
-            if n == 0 && want > 0 {
-                if matches!(self.framing, Framing::Close) {
-                    self.framing = Framing::Done;
-                    return Ok(0);
-                }
-                return Err(self.cut_off());
+        let end = total.or(length.map(|n| start.saturating_add(n)));
+        if let (Some(limit), Some(end)) = (self.options.max_length, end) {
+            if end > limit {
+                return Err(HttpError::TooLarge {
+                    url: url.to_string(),
+                    limit,
+                    announced: Some(end),
+                });
             }
-            self.received += n as u64;
-            if let Framing::Length(left) | Framing::Chunked(Some(left)) = &mut self.framing {
-                *left -= n as u64;
+        }
+        Ok(Reply::Body(Box::new(Response {
+            url: url.clone(),
+            start,
+            length,
+            total,
+            stream,
+            body: framing,
+            received: 0,
+            max_length: self.options.max_length,
+            total_timeout: self.options.total_timeout,
+        })))
+    }
+
+    fn protocol(&self, source: ProtocolError) -> HttpError {
+        HttpError::Protocol {
+            url: self.url.to_string(),
+            source,
+        }
+    }
+
+    fn timeout(&self, stage: Stage) -> HttpError {
+        HttpError::HeadTimeout {
+            url: self.url.to_string(),
+            stage,
+            limit: self.limit,
+        }
+    }
+
+    /// Turns an I/O error before the body into a message that names the
+    /// limit that stopped it, or says what to do about a certificate.
+    fn failure(&self, e: io::Error, stage: Stage) -> HttpError {
+        let url = self.url;
+        match Expired::of(&e) {
+            Some(Expired::Deadline) => return self.timeout(stage),
+            Some(Expired::Idle(idle)) => {
+                return HttpError::Stalled {
+                    url: url.to_string(),
+                    idle,
+                    received: 0,
+                }
             }
-            return Ok(n);
+            None => {}
+        }
+        let detail = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(cert)) => format!(
+                "the server's certificate is not acceptable ({cert:?}); if the server uses a \
+                 private CA, put its certificate in {} in the image or pass --ca FILE",
+                crate::tls::EXTRA_CA_DIR
+            ),
+            Some(other) => other.to_string(),
+            None if stage == Stage::Handshake && e.kind() == io::ErrorKind::UnexpectedEof => {
+                "the server closed the connection during the handshake (is it speaking TLS?)"
+                    .to_string()
+            }
+            None => {
+                return HttpError::Io {
+                    url: url.to_string(),
+                    source: e,
+                }
+            }
+        };
+        HttpError::Handshake {
+            host: url.host.clone(),
+            detail,
         }
     }
 }

@@ -1,15 +1,18 @@
-//! The HTTPS client and resolver against real servers on loopback: Python's
-//! http.server over OpenSSL with a CA made by the openssl CLI, and dnsmasq
-//! answering for the test's host name.
+//! The servers the HTTPS tests run against: Python's http.server over
+//! OpenSSL (tests/https_server.py) with a CA made by the openssl CLI,
+//! dnsmasq answering for the test's host name, and a TCP proxy that
+//! trickles the server's bytes.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use net::{HttpError, Resolver, Trust};
+use net::{GetOptions, Resolver, Trust};
 
-const NAME: &str = "update.keel.test";
+pub const NAME: &str = "update.keel.test";
 
 fn tool(name: &str, package: &str) -> Command {
     let path = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
@@ -39,11 +42,11 @@ impl Drop for Kill {
     }
 }
 
-struct Env {
+pub struct Env {
     dir: tempfile::TempDir,
-    port: u16,
-    payload: Vec<u8>,
-    resolver: Resolver,
+    pub port: u16,
+    pub payload: Vec<u8>,
+    pub resolver: Resolver,
     _server: Kill,
     _dns: Kill,
 }
@@ -52,12 +55,12 @@ impl Env {
     fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
-    fn trust(&self) -> Trust {
+    pub fn trust(&self) -> Trust {
         let mut t = Trust::empty();
         assert_eq!(t.add_pem_file(&self.ca()).unwrap(), 1);
         t
     }
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("https://{NAME}:{}{path}", self.port)
     }
 }
@@ -79,7 +82,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn setup() -> Env {
+pub fn setup() -> Env {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let files = dir.path().join("www/files");
@@ -150,83 +153,68 @@ fn setup() -> Env {
     }
 }
 
-fn fetch(env: &Env, path: &str, trust: &Trust) -> Result<Vec<u8>, String> {
-    let mut r = net::get(&env.url(path), trust, &env.resolver).map_err(|e| e.to_string())?;
+/// GETs `path` and reads the whole body.
+pub fn fetch(
+    env: &Env,
+    path: &str,
+    trust: &Trust,
+    options: &GetOptions,
+) -> Result<Vec<u8>, String> {
+    let mut r =
+        net::get(&env.url(path), trust, &env.resolver, options).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     r.read_to_end(&mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-#[test]
-fn downloads_by_name_with_length_redirect_and_chunks() {
-    let env = setup();
-    let trust = env.trust();
-    assert_eq!(
-        env.resolver.resolve(NAME, 443).unwrap(),
-        vec!["127.0.0.1:443".parse().unwrap()]
-    );
-    let r = net::get(&env.url("/files/payload.bin"), &trust, &env.resolver).unwrap();
-    assert_eq!(r.length, Some(env.payload.len() as u64));
-    drop(r);
-    for path in ["/files/payload.bin", "/redirect", "/chunked"] {
-        let got = fetch(&env, path, &trust).unwrap();
-        assert!(got == env.payload, "{path}: body differs");
-    }
-    // The server's certificate also names its IP address.
-    let by_ip = format!("https://127.0.0.1:{}/files/payload.bin", env.port);
-    let mut body = Vec::new();
-    net::get(&by_ip, &trust, &env.resolver)
-        .unwrap()
-        .read_to_end(&mut body)
-        .unwrap();
-    assert!(body == env.payload);
+/// Runs `f` in a thread and fails the test if it is not done within
+/// `limit`: a client that regresses to waiting for ever fails, not hangs.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}"))
 }
 
-#[test]
-fn failures_say_what_went_wrong() {
-    let env = setup();
-    let trust = env.trust();
-    let err = fetch(&env, "/files/payload.bin", &Trust::public_roots()).unwrap_err();
-    assert!(
-        err.contains("certificate") && err.contains("--ca"),
-        "unknown CA: {err}"
-    );
-    let wrong = format!(
-        "https://wrong-name.keel.test:{}/files/payload.bin",
-        env.port
-    );
-    let err = net::get(&wrong, &trust, &env.resolver)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("certificate"), "wrong name: {err}");
-    let err = fetch(&env, "/files/missing.fw", &trust).unwrap_err();
-    assert!(err.contains("404"), "missing file: {err}");
-    let err = fetch(&env, "/cut", &trust).unwrap_err();
-    assert!(
-        err.contains("cut off after 1500008 of 3000017 bytes"),
-        "cut download: {err}"
-    );
-    let err = net::get(
-        &format!("http://{NAME}:{}/files/payload.bin", env.port),
-        &trust,
-        &env.resolver,
-    )
-    .err()
-    .unwrap();
-    assert!(matches!(err, HttpError::BadUrl { .. }), "{err}");
-    assert!(err.to_string().contains("use https"), "{err}");
-    let err = net::get("https://gone.keel.test/x", &trust, &env.resolver)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("does not exist"), "NXDOMAIN: {err}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let err = net::get(&format!("https://127.0.0.1:{port}/"), &trust, &env.resolver)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("cannot connect"), "refused: {err}");
+/// A TCP proxy to the server on `port` that passes the server's first
+/// `fast` bytes on at once, then one byte every `every`; returns its port.
+pub fn trickle_proxy(port: u16, fast: usize, every: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            std::thread::spawn(move || {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+                let (mut server, mut client) = (server, client);
+                let mut passed = 0;
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let quick = n.min(fast.saturating_sub(passed));
+                    if client.write_all(&buf[..quick]).is_err() {
+                        return;
+                    }
+                    passed += quick;
+                    for b in &buf[quick..n] {
+                        std::thread::sleep(every);
+                        if client.write_all(&[*b]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    local
 }
