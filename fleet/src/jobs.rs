@@ -321,15 +321,12 @@ impl Jobs {
                     return Ok(Vec::new());
                 };
                 cur.phase = Phase::Rebooting;
-                let (id, version) = (cur.job_id.clone(), cur.version);
+                let id = cur.job_id.clone();
                 self.save()?;
+                // Informational like the progress reports, so without
+                // expectedVersion: their answers may still be queued.
                 Ok(vec![
-                    self.update(
-                        &id,
-                        "IN_PROGRESS",
-                        &details(&[("step", "rebooting")]),
-                        version,
-                    ),
+                    self.update(&id, "IN_PROGRESS", &details(&[("step", "rebooting")]), None),
                     Step::Reboot,
                 ])
             }

@@ -68,7 +68,9 @@ pub struct Runner<D: Device> {
     poller: Option<Poller>,
     trust: net::Trust,
     resolver: net::Resolver,
-    backlog: VecDeque<Event>,
+    /// Events that arrived while an update ran, and whether they were
+    /// logged already.
+    backlog: VecDeque<(Event, bool)>,
     next_tick: Instant,
     rebooting: bool,
 }
@@ -244,21 +246,22 @@ impl<D: Device> Runner<D> {
             return;
         }
         let event = match self.backlog.pop_front() {
-            Some(e) => Some(e),
+            Some((e, logged)) => Some((e, logged)),
             None => match &mut self.mqtt {
                 Some(m) => m
                     .client
-                    .poll(timeout.min(self.next_tick.saturating_duration_since(Instant::now()))),
+                    .poll(timeout.min(self.next_tick.saturating_duration_since(Instant::now())))
+                    .map(|e| (e, false)),
                 None => {
                     std::thread::sleep(timeout.min(TICK));
                     None
                 }
             },
         };
-        if let Some(e) = event {
-            self.on_event(e);
+        if let Some((e, logged)) = event {
+            self.on_event(e, logged);
         }
-        if Instant::now() >= self.next_tick {
+        if !self.rebooting && Instant::now() >= self.next_tick {
             self.next_tick = Instant::now() + TICK;
             self.tick();
         }
@@ -302,23 +305,13 @@ impl<D: Device> Runner<D> {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event, logged: bool) {
         let Some(m) = &mut self.mqtt else { return };
+        if !logged {
+            note_connection(&mut self.log, m, &event);
+        }
         match event {
-            Event::Connected { refused } => {
-                match m.last_failure.take() {
-                    Some(why) => self.log.info(format_args!(
-                        "reconnected as {} (the connection had ended: {why})",
-                        m.thing
-                    )),
-                    None => self.log.info(format_args!("connected as {}", m.thing)),
-                }
-                if !refused.is_empty() {
-                    self.log.error(format_args!(
-                        "the broker refused the subscriptions {refused:?}: the certificate's policy (or ACL) must allow $aws/things/{}/#",
-                        m.thing
-                    ));
-                }
+            Event::Connected { .. } => {
                 if let Some(t) = &m.presence {
                     let online = serde_json::json!({"online": true}).to_string();
                     let _ = m
@@ -335,27 +328,7 @@ impl<D: Device> Runner<D> {
                 }
                 self.steps(steps);
             }
-            Event::Disconnected {
-                error,
-                retry_in,
-                expected,
-            } => {
-                if expected {
-                    if !m.jitp_logged {
-                        m.jitp_logged = true;
-                        self.log.info(format_args!(
-                            "the broker closed the first connection right after CONNECT, as AWS IoT does while it registers a new certificate (just-in-time provisioning); retrying in {} s",
-                            retry_in.as_secs()
-                        ));
-                    }
-                } else {
-                    self.log.warn(format_args!(
-                        "{error}; retrying in {:.1} s",
-                        retry_in.as_secs_f32()
-                    ));
-                }
-                m.last_failure = Some(error.to_string());
-            }
+            Event::Disconnected { .. } => {}
             Event::Message(p) => {
                 let status = self.device.status();
                 let steps = if p
@@ -404,6 +377,11 @@ impl<D: Device> Runner<D> {
 
     fn steps(&mut self, steps: Vec<Step>) {
         for step in steps {
+            if self.rebooting {
+                // Nothing after the reboot call: on a device it does not
+                // return, and the state on disk says what comes next.
+                return;
+            }
             match step {
                 Step::Log(level, line) => self.log.write(level, format_args!("{line}")),
                 Step::Publish(out) => {
@@ -438,7 +416,12 @@ impl<D: Device> Runner<D> {
     /// Runs the device's update, keeping the connection alive and
     /// reporting progress from its progress calls.
     fn update(&mut self, order: &UpdateOrder) -> Result<UpdateStarted, crate::UpdateError> {
-        let (mqtt, backlog, device) = (&mut self.mqtt, &mut self.backlog, &mut self.device);
+        let (mqtt, backlog, device, log) = (
+            &mut self.mqtt,
+            &mut self.backlog,
+            &mut self.device,
+            &mut self.log,
+        );
         let mut last = 0u8;
         let mut progress = |pct: u8| {
             let Some(m) = mqtt.as_mut() else { return };
@@ -452,7 +435,11 @@ impl<D: Device> Runner<D> {
             }
             while backlog.len() < BACKLOG {
                 match m.client.poll(Duration::ZERO) {
-                    Some(e) => backlog.push_back(e),
+                    // Said now, handled after the update.
+                    Some(e) => {
+                        note_connection(log, m, &e);
+                        backlog.push_back((e, true));
+                    }
                     None => break,
                 }
             }
@@ -514,6 +501,50 @@ impl<D: Device> Runner<D> {
         if let Err(e) = saved {
             self.log.error(e);
         }
+    }
+}
+
+/// Logs a connection change, saying why the connection had ended when it
+/// is back (a just-in-time provisioning close only once).
+fn note_connection(log: &mut Log, m: &mut Mqtt, event: &Event) {
+    match event {
+        Event::Connected { refused } => {
+            match m.last_failure.take() {
+                Some(why) => log.info(format_args!(
+                    "reconnected as {} (the connection had ended: {why})",
+                    m.thing
+                )),
+                None => log.info(format_args!("connected as {}", m.thing)),
+            }
+            if !refused.is_empty() {
+                log.error(format_args!(
+                    "the broker refused the subscriptions {refused:?}: the certificate's policy (or ACL) must allow $aws/things/{}/#",
+                    m.thing
+                ));
+            }
+        }
+        Event::Disconnected {
+            error,
+            retry_in,
+            expected,
+        } => {
+            if *expected {
+                if !m.jitp_logged {
+                    m.jitp_logged = true;
+                    log.info(format_args!(
+                        "the broker closed the first connection right after CONNECT, as AWS IoT does while it registers a new certificate (just-in-time provisioning); retrying in {} s",
+                        retry_in.as_secs()
+                    ));
+                }
+            } else {
+                log.warn(format_args!(
+                    "{error}; retrying in {:.1} s",
+                    retry_in.as_secs_f32()
+                ));
+            }
+            m.last_failure = Some(error.to_string());
+        }
+        Event::Message(_) => {}
     }
 }
 

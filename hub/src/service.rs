@@ -197,7 +197,9 @@ impl Hub {
                 Some(mqtt::Event::Message(p)) => match self.handle(&p.topic, &p.payload) {
                     Ok(out) => {
                         for o in out {
-                            log(&format!("hub: {} -> {}", p.topic, o.topic));
+                            if !p.topic.starts_with("keel/hub/api/list") {
+                                log(&format!("hub: {} -> {}", p.topic, o.topic));
+                            }
                             if let Err(e) =
                                 client.publish(&o.topic, &o.payload, mqtt::QoS::AtLeastOnce, false)
                             {
