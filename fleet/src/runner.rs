@@ -29,15 +29,15 @@ pub const SETTINGS_FILE: &str = "settings.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("no device identity: {0}; the fleet client stays off (local updates still work)")]
     Identity(#[from] mqtt::TlsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Cert(#[from] CertError),
     #[error("{0}")]
     BadThingName(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -20,7 +20,7 @@ use crate::pki::{Pki, PkiError, HUB_CN};
 pub enum BrokerError {
     #[error("mosquitto is not installed: `apt-get install mosquitto` (cargo xtask test and cargo xtask hub do it when run as root)")]
     Missing,
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("cannot write {path}: {source}")]
     Write {

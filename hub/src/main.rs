@@ -111,17 +111,9 @@ fn run(cli: Cli) -> Result<(), SiteError> {
         }
         Command::Group { name, things } => site.set_group(&name, &things),
         Command::Devices => site.devices().map(|v| print(&v)),
-        Command::Desire { thing, settings } => {
-            let mut desired = serde_json::Map::new();
-            for s in settings {
-                let (k, v) = s.split_once('=').unwrap_or((&s, ""));
-                let value = serde_json::from_str(v)
-                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-                desired.insert(k.to_string(), value);
-            }
-            site.desire(&thing, serde_json::Value::Object(desired))
-                .map(|v| print(&v))
-        }
+        Command::Desire { thing, settings } => site
+            .desire(&thing, Site::desired_from_args(&settings)?)
+            .map(|v| print(&v)),
         Command::Job {
             thing,
             group,

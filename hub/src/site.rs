@@ -19,15 +19,15 @@ use crate::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] PkiError),
-    #[error("{0}")]
+    #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("{0}")]
+    #[error(transparent)]
     Files(#[from] FileServerError),
-    #[error("{0}")]
+    #[error(transparent)]
     Hub(#[from] HubError),
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
     #[error("the hub's identity: {0}")]
     Tls(#[from] mqtt::TlsError),
@@ -37,6 +37,8 @@ pub enum SiteError {
     NoGroup(String),
     #[error("name a thing (--thing) or a group (--group)")]
     NoTarget,
+    #[error("'{0}' is not KEY=VALUE")]
+    NotKeyValue(String),
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,21 @@ impl Site {
     /// Every device the hub knows, with shadow, online state and jobs.
     pub fn devices(&self) -> Result<Value, SiteError> {
         self.call("list", json!({}))
+    }
+
+    /// `KEY=VALUE` arguments as a desired state; VALUE is JSON, or else
+    /// taken as a string (`update_channel=beta`, `telemetry_interval_secs=60`).
+    pub fn desired_from_args(args: &[String]) -> Result<Value, SiteError> {
+        let mut desired = serde_json::Map::new();
+        for a in args {
+            let (k, v) = a
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| SiteError::NotKeyValue(a.clone()))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+            desired.insert(k.to_string(), value);
+        }
+        Ok(Value::Object(desired))
     }
 
     /// Sets desired shadow state for a thing.
