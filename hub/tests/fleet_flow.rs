@@ -492,3 +492,32 @@ fn no_configuration_or_no_identity_is_a_clear_message_not_a_crash() {
         "{err}"
     );
 }
+
+#[test]
+fn just_in_time_provisioning_is_logged_once_and_retried() {
+    let env = Env::broker_only();
+    // A broker that closes every connection right after CONNECT.
+    let (port, count) = common::fake_broker(&env, |_, s| common::read_connect(s));
+    let root = device_root(&env, "dev-jitp", "");
+    let conf = keel_contract::paths::under(&root, keel_contract::paths::FLEET_CONF);
+    std::fs::write(
+        &conf,
+        format!("[mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\n"),
+    )
+    .unwrap();
+    let device = FakeDevice::new("1.0.0", &env.pki().ca_pem());
+    let run = start(&root, &device);
+    env.wait_for("three attempts", || count.load(Ordering::SeqCst) >= 3);
+    let lines = run.finish();
+    let jitp = lines
+        .iter()
+        .filter(|l| l.contains("as AWS IoT does while it registers"))
+        .count();
+    assert_eq!(jitp, 1, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("warn") && l.contains("right after CONNECT")),
+        "{lines:#?}"
+    );
+}

@@ -6,11 +6,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{connected, options, wait_event, Env};
+use common::{connected, fake_broker, options, read_connect, wait_event, Env, CONNACK};
 use mqtt::session::SessionError;
 use mqtt::{Client, Event, QoS};
 
@@ -131,51 +130,6 @@ fn the_acl_keeps_a_device_to_its_own_topics() {
         "the intruder received {seen:?}"
     );
 }
-
-/// A TLS server on loopback run by the test: `script` gets each
-/// connection (already past the handshake) and its number.
-fn fake_broker(
-    env: &Env,
-    script: impl Fn(usize, &mut dyn ReadWrite) + Send + Sync + 'static,
-) -> (u16, Arc<AtomicUsize>) {
-    let pki = env.pki();
-    let config = hub::files::server_config(
-        &pki.dir.join("server.pem"),
-        &pki.dir.join("server.key"),
-        &[],
-    )
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    let script = Arc::new(script);
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let (config, script) = (config.clone(), script.clone());
-            std::thread::spawn(move || {
-                tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, tcp);
-                script(n, &mut tls);
-            });
-        }
-    });
-    (port, count)
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// Reads the client's CONNECT (any bytes will do for these fakes).
-fn read_connect(s: &mut dyn ReadWrite) {
-    let mut buf = [0u8; 512];
-    let _ = s.read(&mut buf);
-}
-
-const CONNACK: &[u8] = &[0x20, 2, 0, 0];
 
 fn fake_client(env: &Env, port: u16) -> Client {
     let id = env.identity("dev-f");
@@ -375,4 +329,36 @@ fn port_443_style_alpn_through_a_front_that_insists_on_it() {
         Some(Event::Disconnected { .. }) => {}
         other => panic!("without ALPN the front must refuse: {other:?}"),
     }
+}
+
+#[test]
+fn a_broker_that_stops_answering_pings_is_left() {
+    let env = Env::broker_only();
+    let (port, count) = fake_broker(&env, |_, s| {
+        read_connect(s);
+        let _ = s.write_all(CONNACK);
+        let _ = s.flush();
+        // Read (and ignore) the PINGREQs, answer nothing.
+        let mut buf = [0u8; 64];
+        while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let id = env.identity("dev-p");
+    let mut o = options(&id, "dev-p", port, false);
+    // Below AWS's range on purpose, to keep the test short.
+    o.keep_alive = Duration::from_secs(1);
+    o.timeout = Duration::from_secs(2);
+    let mut c = Client::new(o);
+    connected(&mut c);
+    let started = Instant::now();
+    match c.poll(common::DEADLINE) {
+        Some(Event::Disconnected {
+            error: e @ SessionError::Timeout(_),
+            ..
+        }) => {
+            assert!(e.to_string().contains("keepalive ping"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(count.load(Ordering::SeqCst), 1);
 }

@@ -5,7 +5,10 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -187,3 +190,48 @@ pub fn connected(client: &mut Client) -> Vec<String> {
         Event::Message(_) => None,
     })
 }
+
+/// A TLS server on loopback run by the test: `script` gets each
+/// connection (already past the handshake) and its number.
+pub fn fake_broker(
+    env: &Env,
+    script: impl Fn(usize, &mut dyn ReadWrite) + Send + Sync + 'static,
+) -> (u16, Arc<AtomicUsize>) {
+    let pki = env.pki();
+    let config = hub::files::server_config(
+        &pki.dir.join("server.pem"),
+        &pki.dir.join("server.key"),
+        &[],
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let script = Arc::new(script);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (config, script) = (config.clone(), script.clone());
+            std::thread::spawn(move || {
+                tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                script(n, &mut tls);
+            });
+        }
+    });
+    (port, count)
+}
+
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Reads the client's CONNECT (any bytes will do for these fakes).
+pub fn read_connect(s: &mut dyn ReadWrite) {
+    let mut buf = [0u8; 512];
+    let _ = s.read(&mut buf);
+}
+
+pub const CONNACK: &[u8] = &[0x20, 2, 0, 0];
