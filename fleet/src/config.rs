@@ -110,13 +110,15 @@ pub const TELEMETRY_RANGE: (u64, u64) = (10, 86_400);
 /// Polling intervals outside this range are refused (seconds).
 pub const POLL_RANGE: (u64, u64) = (60, 30 * 86_400);
 
-fn read(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
+/// Reads and parses one file; `Ok(None)` if it does not exist. Each file
+/// must be valid on its own (an error names the file it is in).
+fn read(path: &Path) -> Result<Option<Raw>, ConfigError> {
     let text = durable::read_to_string(path, MAX_CONF).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     text.map(|t| {
-        t.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
+        basic_toml::from_str::<Raw>(&t).map_err(|e| ConfigError::Invalid {
             path: path.display().to_string(),
             detail: e.to_string(),
         })
@@ -124,19 +126,21 @@ fn read(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
     .transpose()
 }
 
-/// Overrides `base` with `over`, one level of tables deep.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                for (k2, v2) in o {
-                    b.insert(k2, v2);
-                }
-            }
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
+/// Every key `over` sets wins over `base`'s.
+macro_rules! overlay {
+    ($base:expr, $over:expr; $($table:ident { $($key:ident),* })*) => {
+        $($( if $over.$table.$key.is_some() { $base.$table.$key = $over.$table.$key; } )*)*
+    };
+}
+
+impl Raw {
+    fn overlay(mut self, over: Raw) -> Raw {
+        overlay!(self, over;
+            mqtt { endpoint, port, thing_name, keepalive_secs, presence_topic }
+            identity { dir, certificate, private_key, ca_bundle }
+            settings { update_channel, telemetry_interval_secs, log_level }
+            polling { manifest_url, interval_secs });
+        self
     }
 }
 
@@ -148,22 +152,12 @@ impl Config {
         let over_path = paths::under(root, paths::FLEET_CONF_OVERRIDE);
         let (base, over) = (read(&base_path)?, read(&over_path)?);
         let shown = format!("{} + {}", base_path.display(), over_path.display());
-        let mut table = match (base, over) {
+        let raw = match (base, over) {
             (None, None) => return Ok(None),
             (Some(b), None) => b,
             (None, Some(o)) => o,
-            (Some(mut b), Some(o)) => {
-                merge(&mut b, o);
-                b
-            }
+            (Some(b), Some(o)) => b.overlay(o),
         };
-        // A table that came only from the override still has to parse.
-        let raw: Raw = toml::Value::Table(std::mem::take(&mut table))
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                path: shown.clone(),
-                detail: e.to_string(),
-            })?;
         Config::from_raw(raw, root)
             .map(Some)
             .map_err(|detail| ConfigError::Invalid {
@@ -178,7 +172,7 @@ impl Config {
             path: "the configuration".into(),
             detail,
         };
-        let raw: Raw = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let raw: Raw = basic_toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         Config::from_raw(raw, root).map_err(invalid)
     }
 
@@ -355,5 +349,12 @@ mod tests {
         let m = c.mqtt.unwrap();
         assert_eq!((m.endpoint.as_str(), m.port), ("b.example", 443));
         assert_eq!(c.settings.log_level, Level::Debug);
+        // A typo in the override is reported with that file's name.
+        put(paths::FLEET_CONF_OVERRIDE, "[mqtt]\nport = \"many\"\n");
+        let err = Config::load(d.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("data/keel/fleet.toml") && err.contains("port"),
+            "{err}"
+        );
     }
 }

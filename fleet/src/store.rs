@@ -51,3 +51,42 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| write(std::io::Error::other(e)))?;
     durable::replace(path, &bytes, 0o600).map_err(write)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::jobdoc::UpdateOrder;
+    use crate::jobs::{Current, JobsState, Owed, Phase};
+
+    #[test]
+    fn the_jobs_state_round_trips_and_a_damaged_file_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("fleet").join("jobs.json");
+        let st = JobsState {
+            current: Some(Current {
+                job_id: "j".into(),
+                version: Some(3),
+                order: UpdateOrder {
+                    url: "https://h/u.fw".into(),
+                    sha256: None,
+                    version: Some("2".into()),
+                },
+                phase: Phase::Rebooting,
+            }),
+            owed: vec![Owed {
+                job_id: "k".into(),
+                status: "FAILED".into(),
+                details: [("reason".to_string(), "x".to_string())].into(),
+                version: None,
+            }],
+            finished: vec!["a".into()],
+        };
+        super::save(&p, &st).unwrap();
+        assert_eq!(super::load::<JobsState>(&p).unwrap(), st);
+        std::fs::write(&p, b"{\"current\":").unwrap();
+        let err = super::load::<JobsState>(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("damaged") && err.contains("remove it"),
+            "{err}"
+        );
+    }
+}

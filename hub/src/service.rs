@@ -214,3 +214,49 @@ impl Hub {
         client.disconnect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a device (or anyone the ACL lets through) sends, the
+        /// hub answers or ignores it, never panics.
+        #[test]
+        fn any_request_is_answered_or_ignored(payload in proptest::collection::vec(any::<u8>(), 0..300), which in 0usize..9) {
+            let topic = [
+                "$aws/things/t/shadow/get", "$aws/things/t/shadow/update", "$aws/things/t/jobs/start-next",
+                "$aws/things/t/jobs/get", "$aws/things/t/jobs/j/update", "$aws/things/t/jobs/j/get",
+                "keel/things/t/presence", "keel/hub/api/create-job", "keel/hub/api/desire",
+            ][which];
+            let mut hub = Hub::in_memory();
+            hub.state.jobs.create("j", serde_json::json!({}), &["t".into()]).unwrap();
+            let _ = hub.handle(topic, &payload).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_state_file_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let mut hub = Hub::open(d.path()).unwrap();
+        hub.handle(
+            "$aws/things/t/shadow/update",
+            br#"{"state":{"reported":{"v":"1"}}}"#,
+        )
+        .unwrap();
+        hub.handle("keel/things/t/presence", br#"{"online":true}"#)
+            .unwrap();
+        hub.handle(
+            "keel/hub/api/create-job",
+            br#"{"jobId":"j","targets":["t"],"document":{"operation":"x"}}"#,
+        )
+        .unwrap();
+        let again = Hub::open(d.path()).unwrap();
+        assert_eq!(again.devices(), hub.devices());
+        assert_eq!(
+            again.state.jobs.execution("t", "j").unwrap().status,
+            "QUEUED"
+        );
+    }
+}
