@@ -133,7 +133,11 @@ impl Hub {
             ["keel", "hub", "api", op] => api::answer(self, op, payload),
             _ => Vec::new(),
         };
-        self.save()?;
+        // Reads change nothing worth an fsync.
+        let read_only = topic.ends_with("/get") || topic == "keel/hub/api/list";
+        if !read_only {
+            self.save()?;
+        }
         Ok(out)
     }
 

@@ -28,6 +28,15 @@ fn connects_subscribes_and_carries_a_128_kib_message() {
         _ => None,
     });
     assert_eq!(got.payload.len(), big.len());
+    // A filter added while connected is subscribed at once.
+    c.subscribe(&[("$aws/things/dev-a/later", QoS::AtMostOnce)]);
+    c.publish("$aws/things/dev-a/later", b"now", QoS::AtLeastOnce, false)
+        .unwrap();
+    let got = wait_event(&mut c, "the later message", |e| match e {
+        Event::Message(p) => Some(p),
+        _ => None,
+    });
+    assert_eq!(got.topic, "$aws/things/dev-a/later");
     // Over the limit: refused before it is sent, and the connection stays.
     assert!(c
         .publish(

@@ -115,12 +115,25 @@ impl Client {
     }
 
     /// Adds filters that are subscribed on every (re)connect, before
-    /// [`Event::Connected`] is reported.
+    /// [`Event::Connected`] is reported; when connected, also at once (a
+    /// failure then is reported by the next poll).
     pub fn subscribe(&mut self, filters: &[(&str, QoS)]) {
+        let mut new = Vec::new();
         for (f, q) in filters {
             if !self.subscriptions.iter().any(|(g, _)| g == f) {
                 self.subscriptions.push((f.to_string(), *q));
+                new.push((f.to_string(), *q));
             }
+        }
+        let Some((session, _)) = &mut self.session else {
+            return;
+        };
+        if new.is_empty() {
+            return;
+        }
+        if let Err(e) = session.subscribe(&new) {
+            let event = self.lost(e);
+            self.pending = Some(event);
         }
     }
 
