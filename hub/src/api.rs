@@ -23,7 +23,7 @@ pub enum ApiError {
     Timeout(u64),
     #[error("the hub refused: {0}")]
     Rejected(String),
-    #[error("cannot reach the broker: {0}")]
+    #[error("{0}; is `cargo xtask hub` running?")]
     Connect(String),
     #[error("cannot read the bundle {path}: {detail}")]
     Bundle { path: PathBuf, detail: String },

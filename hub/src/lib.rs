@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cli;
 pub mod files;
 pub mod jobs;
 pub mod pki;
