@@ -521,3 +521,53 @@ fn just_in_time_provisioning_is_logged_once_and_retried() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_job_made_from_a_built_bundle_reaches_the_device() {
+    let env = Env::with_hub();
+    // A real (small) signed bundle, as `cargo xtask build` writes update.fw.
+    let bundle_path = env.dir.path().join("update.fw");
+    let mut out = Vec::new();
+    let data = vec![5u8; 10_000];
+    bundle::write_bundle(
+        &mut out,
+        &bundle::Manifest {
+            board: "qemu-aarch64".into(),
+            version: "1.7.0".into(),
+            min_version: "0.1.0".into(),
+            build_id: "test".into(),
+            chunk_size: 4096,
+            payloads: vec![],
+        },
+        &mut [bundle::PayloadSource {
+            name: "rootfs",
+            data: &mut &data[..],
+            compression: bundle::Compression::None,
+        }],
+        &[&ed25519_dalek::SigningKey::from_bytes(&[9; 32])],
+    )
+    .unwrap();
+    std::fs::write(&bundle_path, &out).unwrap();
+    let root = device_root(&env, "dev-b", "");
+    let device = FakeDevice::new("1.0.0", &env.pki().ca_pem());
+    let run = start(&root, &device);
+    env.wait_thing("dev-b", "online", |t| t["online"] == true);
+    env.site.set_group("bench", &["dev-b".into()]).unwrap();
+    let answer = env
+        .site
+        .update_job(&[], &["bench".into()], &bundle_path, Some("rel-1-7"))
+        .unwrap();
+    assert_eq!(answer["targets"], json!(["dev-b"]));
+    // The fake checks the job's sha256 against what it downloaded.
+    env.wait_for("the reboot", || device.with(|s| s.reboots) == 1);
+    run.thread.join().unwrap();
+    let url = device.with(|s| s.downloads[0].clone());
+    assert!(
+        url.starts_with(&format!("https://127.0.0.1:{}/1.7.0-", env.site.files_port)),
+        "{url}"
+    );
+    let hub = hub::Hub::open(&env.site.dir).unwrap();
+    let job = &hub.state.jobs.jobs["rel-1-7"];
+    assert_eq!(job.document["version"], "1.7.0");
+    assert_eq!(job.document["sha256"], hex::encode(Sha256::digest(&out)));
+}
