@@ -141,9 +141,16 @@ impl<D: Device> Runner<D> {
         {
             log.info(line);
         }
-        let mut trust = net::Trust::system().unwrap_or_else(|_| net::Trust::public_roots());
+        // What the polling mode fetches its manifest with: the agent's
+        // trust for downloads, plus the fleet's own CA bundle.
+        let mut trust = net::Trust::system().unwrap_or_else(|e| {
+            log.warn(format_args!("{e}; trusting only the built-in roots"));
+            net::Trust::public_roots()
+        });
         if config.identity.ca_bundle.exists() {
-            let _ = trust.add_pem_file(&config.identity.ca_bundle);
+            if let Err(e) = trust.add_pem_file(&config.identity.ca_bundle) {
+                log.warn(e);
+            }
         }
         let mqtt = match &config.mqtt {
             None => None,
