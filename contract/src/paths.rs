@@ -14,6 +14,8 @@ pub const SERVICES: &str = "/etc/keel/services.toml";
 pub const NETWORK: &str = "/etc/keel/network";
 /// The agent's settings (`key=value`).
 pub const AGENT_CONF: &str = "/etc/keel/agent.conf";
+/// The fleet client's settings (TOML, docs/fleet.md).
+pub const FLEET_CONF: &str = "/etc/keel/fleet.toml";
 /// Further CA certificates (PEM) the device trusts for downloads.
 pub const EXTRA_CA_DIR: &str = "/etc/keel/ca-certificates";
 /// Present only in the initramfs; selects init's first stage.
@@ -40,6 +42,11 @@ pub const PENDING: &str = "/data/keel/pending";
 /// failed (init/src/escalation.rs).
 pub const FAILED_BOOTS: &str = "/data/keel/failed-boots";
 pub const FAILED_BOOTS_NAME: &str = "failed-boots";
+/// Overrides [`FLEET_CONF`] key by key (docs/fleet.md).
+pub const FLEET_CONF_OVERRIDE: &str = "/data/keel/fleet.toml";
+/// The fleet client's state: the job in progress, statuses owed to the
+/// cloud, settings the cloud changed.
+pub const FLEET_STATE_DIR: &str = "/data/keel/fleet";
 /// The device's identity (certificate, key, CA bundle) from manufacturing.
 pub const IDENTITY_DIR: &str = "/data/keel/identity";
 

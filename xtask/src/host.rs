@@ -66,7 +66,12 @@ pub const CHECK_TOOLS: &[Tool] = &[
     ("python3", "python3"),
     ("openssl", "openssl"),
     ("dnsmasq", "dnsmasq-base"),
+    // The broker the fleet client and hub tests run against.
+    ("mosquitto", "mosquitto"),
 ];
+
+/// What `cargo xtask hub` runs.
+pub const HUB_TOOLS: &[Tool] = &[("mosquitto", "mosquitto")];
 
 /// What booting the QEMU boards needs.
 pub const QEMU_TOOLS: &[Tool] = &[

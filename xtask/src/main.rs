@@ -8,6 +8,7 @@ mod bench;
 mod bench_boot;
 mod build;
 mod host;
+mod hub;
 mod inspect;
 mod keys;
 mod qemu;
@@ -45,6 +46,9 @@ enum Command {
     Inspect(inspect::Inspect),
     /// Apply an update bundle to a card image's inactive slot, as the device would.
     Apply(apply::Apply),
+    /// The cloud side locally: mosquitto (TLS, client certificates, a
+    /// per-thing ACL), the shadow and jobs services, an HTTPS bundle server.
+    Hub(hub::Hub),
     /// Print speed and memory figures against references measured in the same run.
     Bench(bench::Bench),
     /// (internal) the applier memory probe run by `bench`.
@@ -67,6 +71,7 @@ fn main() {
         Command::Inspect(i) => i.run(),
         Command::Apply(a) => a.run(),
         Command::Bench(b) => b.run(),
+        Command::Hub(h) => h.run(),
         Command::BenchApply { mode, mib, work } => bench::bench_apply_child(&mode, mib, &work),
     };
     if let Err(e) = result {

@@ -1,0 +1,172 @@
+//! A certificate authority made for the local hub: the broker's server
+//! certificate, the hub's own client certificate and one identity per
+//! device (`device.pem`, `device.key`, `ca.pem`, as the device keeps them
+//! under /data/keel/identity). Never for production fleets: the CA key sits
+//! in a plain file.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}; remove {dir} to make a new CA")]
+    Read {
+        path: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("'{0}' is not a usable name (thing names: 1 to 128 of a-z A-Z 0-9 : _ -)")]
+    BadName(String),
+}
+
+/// The hub's own client certificate's common name (the broker's ACL gives
+/// it every thing's topics).
+pub const HUB_CN: &str = "keel-hub";
+
+pub struct Pki {
+    pub dir: PathBuf,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        durable::create_dir_all(d).map_err(err)?;
+    }
+    durable::replace(path, text.as_bytes(), mode).map_err(err)
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
+}
+
+impl Pki {
+    /// Opens the CA in `dir`, making it first if there is none. `name`
+    /// goes into the CA's subject (two CAs made by tests differ by it).
+    pub fn open_or_create(dir: &Path, name: &str) -> Result<Pki, PkiError> {
+        let key_path = dir.join("ca.key");
+        let ca_params = ca_params(name);
+        if key_path.exists() {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).map_err(|source| PkiError::Read {
+                    path: p.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+            };
+            let ca_key = KeyPair::from_pem(&read(&key_path)?)?;
+            // The issuer is rebuilt from the same subject and key, so new
+            // certificates chain to the ca.pem written the first time.
+            return Ok(Pki {
+                dir: dir.to_path_buf(),
+                ca_params,
+                ca_key,
+            });
+        }
+        let ca_key = KeyPair::generate()?;
+        let cert = ca_params.self_signed(&ca_key)?;
+        write(&dir.join("ca.pem"), &cert.pem(), 0o644)?;
+        write(&key_path, &ca_key.serialize_pem(), 0o600)?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca_params,
+            ca_key,
+        })
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn issue(
+        &self,
+        params: CertificateParams,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<(), PkiError> {
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        write(cert_path, &cert.pem(), 0o644)?;
+        // Readable by the broker's user too: test and development keys
+        // only (mosquitto drops root before it reads them).
+        write(key_path, &key.serialize_pem(), 0o644)
+    }
+
+    /// A server certificate for the broker and the file server, valid for
+    /// `names` (DNS names or IP addresses): `server.pem`, `server.key`.
+    pub fn server(&self, names: &[&str]) -> Result<(PathBuf, PathBuf), PkiError> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "keel hub server");
+        p.distinguished_name = dn;
+        p.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName((*n).try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let (c, k) = (self.dir.join("server.pem"), self.dir.join("server.key"));
+        self.issue(p, &c, &k)?;
+        Ok((c, k))
+    }
+
+    /// A client identity whose subject CN is `name` (a thing name, or
+    /// [`HUB_CN`]), in `things/<name>/`; returns that directory.
+    pub fn client(&self, name: &str) -> Result<PathBuf, PkiError> {
+        if !valid_name(name) {
+            return Err(PkiError::BadName(name.into()));
+        }
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let dir = self.dir.join("things").join(name);
+        self.issue(p, &dir.join("device.pem"), &dir.join("device.key"))?;
+        let ca = std::fs::read_to_string(self.ca_pem()).map_err(|source| PkiError::Read {
+            path: self.ca_pem(),
+            dir: self.dir.clone(),
+            source,
+        })?;
+        write(&dir.join("ca.pem"), &ca, 0o644)?;
+        Ok(dir)
+    }
+}
