@@ -15,10 +15,12 @@
 
 pub mod cli;
 pub mod device;
+pub mod download;
 pub mod error;
+pub mod fleet_device;
 pub mod ops;
 pub mod policy;
 pub mod store;
-mod sys;
+pub(crate) mod sys;
 
 pub use error::AgentError;

@@ -4,7 +4,11 @@
 use std::process::ExitCode;
 
 use agent::cli::{self, Command};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
 use agent::device::Device;
+use agent::fleet_device::AgentDevice;
 use agent::ops::{self, CardControl, RealInit, SystemClock};
 use agent::policy::AgentConf;
 use agent::store::Store;
@@ -102,7 +106,7 @@ fn watch(store: &Store) -> Result<(), AgentError> {
     for p in problems {
         say(&format!("agent: {}: {p}", paths::AGENT_CONF));
     }
-    ops::watch_trial(
+    let watched = ops::watch_trial(
         &mut card(&dev)?,
         &RealInit,
         &SystemClock::start(),
@@ -112,5 +116,22 @@ fn watch(store: &Store) -> Result<(), AgentError> {
         conf.trial_timeout,
         &mut say,
     )?;
+    if watched == ops::Watched::GaveUp {
+        return Ok(());
+    }
+    // Confirmed (or settled): now the fleet service, if there is one. A
+    // trial slot reports only once it is confirmed, so a job's SUCCEEDED
+    // means a healthy new version.
+    let fleet_ca = fleet::Config::load(Path::new("/"))
+        .ok()
+        .flatten()
+        .map(|c| c.identity.ca_bundle);
+    let device = AgentDevice::new(dev, store.clone(), fleet_ca, say);
+    let log = fleet::Log::stderr(fleet::Level::Info);
+    match fleet::Runner::start(Path::new("/"), device, log) {
+        Ok(Some(mut runner)) => runner.run(&AtomicBool::new(false)),
+        Ok(None) => {}
+        Err(e) => say(&format!("agent: fleet: {e}")),
+    }
     Ok(())
 }

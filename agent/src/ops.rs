@@ -221,19 +221,63 @@ pub fn update(
     args: &UpdateArgs,
     log: Log,
 ) -> Result<(), AgentError> {
-    // Fail on a bad URL or CA file, or a device on trial, before touching
-    // the card or downloading anything.
-    let trust = match &args.source {
+    // Fail on a bad URL or CA file before touching the card or downloading
+    // anything.
+    let source = match &args.source {
         Source::Url(url) => {
             let mut trust = net::Trust::system()?;
             for ca in &args.cas {
                 trust.add_pem_file(ca)?;
             }
             net::Url::parse(url)?;
-            Some(trust)
+            BundleSource::Url { url, trust }
         }
-        _ => None,
+        Source::Stdin => BundleSource::Stdin,
+        Source::Path(p) => BundleSource::Path(p),
     };
+    install(
+        dev,
+        boot,
+        store,
+        source,
+        args.allow_downgrade,
+        None,
+        &mut |_| {},
+        log,
+    )?;
+    if args.reboot {
+        init.reboot(None)?;
+    }
+    Ok(())
+}
+
+/// Where a bundle comes from.
+pub enum BundleSource<'a> {
+    /// Downloaded over HTTPS, resumed with Range requests if interrupted.
+    Url {
+        url: &'a str,
+        trust: net::Trust,
+    },
+    Stdin,
+    /// A file, or a block device holding a bundle.
+    Path(&'a Path),
+}
+
+/// Applies a bundle to the inactive slot, records it as pending and says
+/// so. `expected_sha256` (of the whole file, from a job document) is checked
+/// before the slot is marked complete; `progress` gets the percentage read
+/// when the length is known.
+#[allow(clippy::too_many_arguments)]
+pub fn install(
+    dev: &Device,
+    boot: &mut dyn BootControl,
+    store: &Store,
+    source: BundleSource,
+    allow_downgrade: bool,
+    expected_sha256: Option<[u8; 32]>,
+    progress: &mut dyn FnMut(u8),
+    log: Log,
+) -> Result<update::Applied, AgentError> {
     let booted = dev.booted()?;
     may_update(boot, booted)?;
     let trusted = dev.trusted_keys()?;
@@ -242,37 +286,38 @@ pub fn update(
         running_version: dev.version()?,
         booted,
         trusted: &trusted,
-        allow_downgrade: args.allow_downgrade,
+        allow_downgrade,
     };
     let flow = dev.flow()?;
     let card_path = dev.card_path()?;
     let mut card = Card::open(&card_path)?;
-    let applied = match (&args.source, trust) {
-        (Source::Url(url), Some(trust)) => {
+    let applied = match source {
+        BundleSource::Url { url, trust } => {
             // A download is read once, each chunk checked before it is
             // written (docs/bundle.md): the device neither stores the
-            // bundle nor fetches it twice.
-            let body = net::get(
-                url,
-                &trust,
-                &net::Resolver::default(),
-                &net::GetOptions::default(),
-            )?;
-            match body.length {
-                Some(n) => log(&format!(
-                    "agent: downloading {} ({:.1} MiB)",
-                    body.url,
-                    n as f64 / 1048576.0
-                )),
-                None => log(&format!("agent: downloading {}", body.url)),
-            }
-            update::apply(body, &mut card, flow.as_ref(), &opts)?
+            // bundle nor fetches it twice from the start.
+            let options = net::GetOptions::default();
+            let mut say = |l: &str| log(l);
+            let body = crate::download::Download::start(url, &trust, options, &mut say)?;
+            let total = body.total();
+            let mut last = u8::MAX;
+            let source = crate::download::Checked::new(body, expected_sha256, |read| {
+                if let Some(total) = total.filter(|t| *t > 0) {
+                    let pct = (read.min(total) * 100 / total) as u8;
+                    if pct != last {
+                        last = pct;
+                        progress(pct);
+                    }
+                }
+            });
+            update::apply(source, &mut card, flow.as_ref(), &opts)?
         }
-        (Source::Stdin, _) => {
-            update::apply(std::io::stdin().lock(), &mut card, flow.as_ref(), &opts)?
+        BundleSource::Stdin => {
+            let source =
+                crate::download::Checked::new(std::io::stdin().lock(), expected_sha256, |_| {});
+            update::apply(source, &mut card, flow.as_ref(), &opts)?
         }
-        (Source::Path(path), _) => apply_file(path, &mut card, flow.as_ref(), &opts)?,
-        (Source::Url(_), None) => unreachable!("a URL always has a trust store"),
+        BundleSource::Path(path) => apply_file(path, &mut card, flow.as_ref(), &opts)?,
     };
     store.set_pending(&Pending {
         slot: applied.slot,
@@ -286,10 +331,7 @@ pub fn update(
             applied.slot, applied.manifest.version, applied.bytes_written
         ),
     )?;
-    if args.reboot {
-        init.reboot(None)?;
-    }
-    Ok(())
+    Ok(applied)
 }
 
 /// An update goes to the other slot, and only from a confirmed slot: a

@@ -4,6 +4,8 @@ extra paths exercise the client:
 /redirect         302 to /files/payload.bin
 /chunked          the payload in chunked encoding
 /cut              announces the whole file, sends half, hangs up
+/cut-once/NAME    files/NAME: without Range, a third of it and a hang-up;
+                  with Range, the rest (a download that must resume)
 /ignore-range     the payload with 200, whatever Range says
 /wrong-range      206 for a range one byte off the one asked for
 /echo-headers     the request head as the body
@@ -85,6 +87,17 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
             return
+        if self.path.startswith("/cut-once/"):
+            name = os.path.basename(self.path)
+            data = open(os.path.join(root, "files", name), "rb").read()
+            if offset is None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 3])
+                self.close_connection = True
+                return
+            return self.send_range(data, offset)
         if self.path == "/ignore-range":
             data = open(PAYLOAD, "rb").read()
             return self.send_range(data, 0, status=200)

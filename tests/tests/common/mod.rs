@@ -340,6 +340,26 @@ pub fn put_in_data(board: &str, card: &Path, files: &[(&Path, &str)]) {
     let (offset, _) = layout.span(keel_contract::partition::DATA);
     let fs = format!("{}?offset={offset}", card.display());
     for (host, name) in files {
+        // Parent directories first ("already exists" is fine).
+        let mut dir = String::new();
+        for part in name
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, d)| d.to_vec())
+            .unwrap_or_default()
+        {
+            dir = if dir.is_empty() {
+                part.to_string()
+            } else {
+                format!("{dir}/{part}")
+            };
+            let _ = Command::new("debugfs")
+                .args(["-w", "-R"])
+                .arg(format!("mkdir {dir}"))
+                .arg(&fs)
+                .output();
+        }
         let out = Command::new("debugfs")
             .args(["-w", "-R"])
             .arg(format!("write {} {name}", host.display()))
