@@ -3,8 +3,9 @@
 //! host's loopback as 10.0.2.2) with a device certificate, reports its
 //! shadow, and carries out update jobs: a new version is downloaded from
 //! the hub's HTTPS server, booted on trial, confirmed, and reported
-//! SUCCEEDED exactly once; a version that never becomes healthy is rolled
-//! back by U-Boot and reported FAILED.
+//! SUCCEEDED exactly once; a tampered bundle is reported FAILED and
+//! changes nothing that runs; a version that never becomes healthy is
+//! rolled back by U-Boot and reported FAILED.
 
 mod common;
 
@@ -130,7 +131,27 @@ fn qemu_aarch64_takes_update_jobs_from_the_hub() {
     let history = job(&d, "to-v2")["history"].to_string();
     assert_eq!(history.matches("SUCCEEDED").count(), 1, "{d:#}");
 
-    // 2. A version that never becomes healthy: rolled back by U-Boot after
+    // 2. A tampered bundle: the job ends FAILED naming the cause, and the
+    // device keeps running version 2 without a reboot.
+    let mut bytes = std::fs::read(v3.join("update.fw")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    let tampered = work.path().join("tampered.fw");
+    std::fs::write(&tampered, bytes).unwrap();
+    site.update_job(&[THING.into()], &[], &tampered, Some("tampered"))
+        .unwrap();
+    let d = wait_hub(&site, "job tampered FAILED", BOOT, |d| {
+        job_status(d, "tampered").as_deref() == Some("FAILED")
+    });
+    let details = job(&d, "tampered")["statusDetails"].to_string();
+    assert!(details.contains("tampered"), "{d:#}");
+    let status = c.command("run /usr/bin/agent status", BOOT);
+    assert!(
+        status.contains("running_slot=b") && status.contains("active_slot=b") && status.contains("trial_slot=none"),
+        "{status}"
+    );
+
+    // 3. A version that never becomes healthy: rolled back by U-Boot after
     // its trials, and the job ends FAILED.
     site.update_job(&[THING.into()], &[], &v3.join("update.fw"), Some("to-v3"))
         .unwrap();
