@@ -48,9 +48,15 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
     Ok((t.elapsed(), v))
 }
 
+/// The median of three (or any odd number of) measurements.
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs.get(runs.len() / 2).copied().unwrap_or_default()
+}
+
 impl Bench {
     pub fn run(self) -> Result<()> {
-        host::ensure_tools(&[("mksquashfs", "squashfs-tools"), ("dd", "coreutils")])?;
+        host::ensure_tools(&[("mksquashfs", "squashfs-tools")])?;
         let built = crate::build::Build::defaults(&self.board).run()?;
         let qemu = built.cfg.qemu.clone();
         if qemu.is_some() {
@@ -87,5 +93,9 @@ fn print(board: &str, rows: &[Row]) {
             r.what, r.ours, r.reference, r.ratio, r.target
         );
     }
-    println!("\nratio: keel against the reference, > 1 is better (memory: over idle).");
+    println!(
+        "\nratio: keel against the reference, > 1 is better (memory: over idle).\n\
+         per core: plain bytes / CPU time of all the applier's threads (user + system);\n\
+         the floor: the same chunks inflated and hashed on one thread in this process."
+    );
 }
