@@ -62,6 +62,8 @@ impl Bench {
         if qemu.is_some() {
             host::ensure_tools(host::QEMU_TOOLS)?;
         }
+        // Every build first, so their output comes before the figures.
+        let boards = sizes::build_all(&built)?;
         let work = tempfile::tempdir()?;
         let work = work.path();
 
@@ -69,6 +71,7 @@ impl Bench {
         rows.extend(apply::rows(&built.dir, work)?);
         rows.push(memory::row(self.payload_mib, work)?);
         rows.extend(sizes::binary_rows(&built.cfg)?);
+        rows.extend(sizes::bundle_rows(&boards)?);
         if qemu.is_some_and(|q| q.pi_model.is_none()) {
             let busybox = boot::busybox(built.cfg.arch)?;
             rows.extend(boot::rows(&built, &busybox, work)?);
@@ -94,7 +97,7 @@ fn print(board: &str, rows: &[Row]) {
         );
     }
     println!(
-        "\nratio: keel against the reference, > 1 is better (memory: over idle).\n\
+        "\nratio: keel against the reference, > 1 is better (sizes: plain bytes / bundle; memory: over idle).\n\
          per core: plain bytes / CPU time of all the applier's threads (user + system);\n\
          the floor: the same chunks inflated and hashed on one thread in this process."
     );
