@@ -6,6 +6,7 @@
 mod apply;
 mod boot;
 mod console;
+mod device;
 mod memory;
 mod sizes;
 mod squashfs;
@@ -20,7 +21,9 @@ pub use memory::bench_apply_child;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Bench {
-    /// Board whose image the figures are taken on.
+    /// Board whose image the figures are taken on. A QEMU `virt` board
+    /// (qemu-aarch64, qemu-armv7) adds its boot figures and an update on the
+    /// booted device.
     #[arg(long, default_value = "qemu-aarch64")]
     pub board: String,
     /// Size of the synthetic payload for the applier's memory figure, in MiB.
@@ -75,6 +78,7 @@ impl Bench {
         if qemu.is_some_and(|q| q.pi_model.is_none()) {
             let busybox = boot::busybox(built.cfg.arch)?;
             rows.extend(boot::rows(&built, &busybox, work)?);
+            rows.extend(device::rows(&built, &busybox, work)?);
         }
         print(&self.board, &rows);
         Ok(())
@@ -99,6 +103,7 @@ fn print(board: &str, rows: &[Row]) {
     println!(
         "\nratio: keel against the reference, > 1 is better (sizes: plain bytes / bundle; memory: over idle).\n\
          per core: plain bytes / CPU time of all the applier's threads (user + system);\n\
-         the floor: the same chunks inflated and hashed on one thread in this process."
+         the floor: the same chunks inflated and hashed on one thread in this process.\n\
+         QEMU rows: the CPU is emulated, so they are regression figures, not targets."
     );
 }

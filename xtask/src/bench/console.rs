@@ -2,6 +2,7 @@
 //! with the host time at which each piece of output arrived: boot figures
 //! are taken from when a line appeared, not from when it was looked for.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -22,6 +23,13 @@ pub struct Console {
 }
 
 impl Console {
+    /// Starts `program` with `args` (a QEMU whose serial console is stdio).
+    pub fn start(program: &str, args: &[OsString]) -> Result<Console> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn(cmd)
+    }
+
     pub fn spawn(mut cmd: Command) -> Result<Console> {
         let mut child = cmd
             .stdin(Stdio::piped())
