@@ -8,6 +8,7 @@ mod boot;
 mod console;
 mod device;
 mod memory;
+mod pi;
 mod sizes;
 mod squashfs;
 
@@ -23,7 +24,8 @@ pub use memory::bench_apply_child;
 pub struct Bench {
     /// Board whose image the figures are taken on. A QEMU `virt` board
     /// (qemu-aarch64, qemu-armv7) adds its boot figures and an update on the
-    /// booted device.
+    /// booted device; rpi3 adds QEMU raspi3b's boot figures, U-Boot path
+    /// against a direct kernel boot.
     #[arg(long, default_value = "qemu-aarch64")]
     pub board: String,
     /// Size of the synthetic payload for the applier's memory figure, in MiB.
@@ -75,10 +77,14 @@ impl Bench {
         rows.push(memory::row(self.payload_mib, work)?);
         rows.extend(sizes::binary_rows(&built.cfg)?);
         rows.extend(sizes::bundle_rows(&boards)?);
-        if qemu.is_some_and(|q| q.pi_model.is_none()) {
-            let busybox = boot::busybox(built.cfg.arch)?;
-            rows.extend(boot::rows(&built, &busybox, work)?);
-            rows.extend(device::rows(&built, &busybox, work)?);
+        match qemu {
+            Some(q) if q.pi_model.is_some() => rows.extend(pi::rows(&built, work)?),
+            Some(_) => {
+                let busybox = boot::busybox(built.cfg.arch)?;
+                rows.extend(boot::rows(&built, &busybox, work)?);
+                rows.extend(device::rows(&built, &busybox, work)?);
+            }
+            None => {}
         }
         print(&self.board, &rows);
         Ok(())

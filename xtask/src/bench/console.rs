@@ -20,6 +20,7 @@ pub struct Console {
     arrivals: Vec<(usize, Instant)>,
     /// Bytes of `seen` already matched by `expect`.
     cursor: usize,
+    started: Instant,
 }
 
 impl Console {
@@ -31,6 +32,7 @@ impl Console {
     }
 
     pub fn spawn(mut cmd: Command) -> Result<Console> {
+        let started = Instant::now();
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -55,7 +57,13 @@ impl Console {
             seen: String::new(),
             arrivals: Vec::new(),
             cursor: 0,
+            started,
         })
+    }
+
+    /// When QEMU was started: the machine's power-on.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Waits for `needle` after everything matched so far. Returns the text
