@@ -9,12 +9,18 @@
 //!   firmware does for the model, and start what it names as `kernel=` (U-Boot)
 //!   with the `device_tree=` it picks, both taken from the card itself. The
 //!   card is the SD card.
+//!
+//! For the bench, a Pi card can also be started without the firmware's and
+//! U-Boot's part ([`direct_kernel`]): QEMU loads the slot's own kernel and
+//! initramfs, to show what the boot chain costs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use keel_contract::bootfiles::CONFIG_TXT;
+use card_format::mbr::PartitionTable;
+use keel_contract::bootfiles::{bootargs, CONFIG_TXT, INITRAMFS, KERNEL};
 use keel_contract::partition::SELECTOR;
+use keel_contract::Slot;
 
 use crate::board::{BoardConfig, QemuConfig};
 use crate::pi_firmware::{self, PiModel};
@@ -41,6 +47,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QemuErr
     let path = path.to_path_buf();
     move |source| QemuError::Io { what, path, source }
 }
+
+/// What QEMU passes as the Pi firmware's kernel command line (`-append`,
+/// which QEMU puts into the device tree as the firmware would): it tells
+/// init not to arm the watchdog, because QEMU 7.2's raspi3b resets the
+/// machine the moment the BCM2835 watchdog is started instead of counting
+/// down. The driver still loads: reboot goes through it. Real boards keep
+/// their watchdog.
+pub const PI_FIRMWARE_CMDLINE: &str = "keel.watchdog=off";
 
 /// The program and arguments for one QEMU run.
 #[derive(Debug, Clone)]
@@ -86,26 +100,14 @@ pub fn plan(
                     disk: disk.clone(),
                 });
             }
-            let model = PiModel::from_qemu_model(model).ok_or_else(|| {
-                QemuError::Card(format!(
-                    "[qemu] pi_model {model:?} is not one QEMU emulates (pi3)"
-                ))
-            })?;
-            let (kernel, dtb) = firmware_files(card, model, scratch)?;
+            let (kernel, dtb) = firmware_files(card, pi_model(model)?, scratch)?;
             pad_to_power_of_two(card)?;
             args.extend(["-kernel".into(), kernel.into_os_string()]);
             args.extend(["-dtb".into(), dtb.into_os_string()]);
             // The firmware puts its command line into the device tree, and
-            // Keel's Pi boot script passes it on: here it tells init not to
-            // arm the watchdog, because QEMU 7.2's raspi3b resets the machine
-            // the moment the BCM2835 watchdog is started instead of counting
-            // down. The driver still loads: reboot goes through it. Real
-            // boards keep their watchdog.
-            args.extend(["-append", "keel.watchdog=off"].map(OsString::from));
-            args.push("-drive".into());
-            args.push(format!("file={},if=sd,format=raw{snap}", card.display()).into());
-            // The console is the mini UART, QEMU's second serial port.
-            args.extend(["-serial", "null", "-serial", "mon:stdio"].map(OsString::from));
+            // Keel's Pi boot script passes it on.
+            args.extend(["-append", PI_FIRMWARE_CMDLINE].map(OsString::from));
+            args.extend(pi_sd_card(card, snapshot));
         }
         (None, Some(bios)) => {
             args.extend([
@@ -171,35 +173,143 @@ pub fn firmware_files(
     model: PiModel,
     scratch: &Path,
 ) -> Result<(PathBuf, PathBuf), QemuError> {
-    let mut f = std::fs::File::open(card).map_err(io("opening", card))?;
-    let table = card_format::mbr::PartitionTable::read_from(&mut f)
-        .map_err(|e| QemuError::Card(format!("{}: {e}", card.display())))?;
-    let p = table
-        .get(SELECTOR)
-        .ok_or_else(|| QemuError::Card(format!("{} has no partition 1", card.display())))?;
-    let mut read = |name: &str| -> Result<Vec<u8>, QemuError> {
-        let part = crate::slice::PartitionSlice::new(&mut f, p.start_lba * 512, p.sectors * 512)
-            .map_err(io("reading", card))?;
-        crate::fat::read_file(part, name)
-            .map_err(|e| QemuError::Card(format!("partition 1 of {}, {name}: {e}", card.display())))
-    };
-    let config = String::from_utf8_lossy(&read(CONFIG_TXT)?).into_owned();
+    let mut fat = CardFat::open(card)?;
+    let config = String::from_utf8_lossy(&fat.read(SELECTOR, CONFIG_TXT)?).into_owned();
     let (kernel, dtb) = pi_firmware::boot_files(&config, model);
     let kernel = kernel
         .ok_or_else(|| QemuError::Card(format!("config.txt names no kernel= for {model:?}")))?;
     let dtb = dtb.ok_or_else(|| {
         QemuError::Card(format!("config.txt names no device_tree= for {model:?}"))
     })?;
-    std::fs::create_dir_all(scratch).map_err(io("creating", scratch))?;
-    let mut out = Vec::new();
-    for name in [&kernel, &dtb] {
-        let path = scratch.join(name.rsplit('/').next().unwrap_or(name));
-        durable::replace(&path, &read(name)?, 0o644).map_err(io("writing", &path))?;
-        out.push(path);
-    }
-    let dtb = out.pop().unwrap_or_default();
-    let kernel = out.pop().unwrap_or_default();
+    let kernel = save(scratch, &kernel, &fat.read(SELECTOR, &kernel)?)?;
+    let dtb = save(scratch, &dtb, &fat.read(SELECTOR, &dtb)?)?;
     Ok((kernel, dtb))
+}
+
+/// A Pi card started without the firmware's and U-Boot's part: QEMU loads
+/// `slot`'s own kernel and initramfs (`-kernel`, `-initrd`) with the device
+/// tree config.txt gives the model, and passes the slot's command line from
+/// its bootargs file followed by [`PI_FIRMWARE_CMDLINE`]; the same SD card.
+/// The bench boots this next to [`plan`] to show what the boot chain costs.
+/// The files are copied into `scratch`.
+pub fn direct_kernel(
+    cfg: &BoardConfig,
+    card: &Path,
+    slot: Slot,
+    snapshot: bool,
+    scratch: &Path,
+) -> Result<QemuRun, QemuError> {
+    let q = cfg
+        .qemu
+        .as_ref()
+        .ok_or_else(|| QemuError::NotQemu(cfg.name.clone()))?;
+    let model = q.pi_model.as_deref().ok_or_else(|| {
+        QemuError::Card(format!(
+            "board {} is not a Raspberry Pi: QEMU starts its U-Boot as -bios",
+            cfg.name
+        ))
+    })?;
+    let model = pi_model(model)?;
+    let mut fat = CardFat::open(card)?;
+    let config = String::from_utf8_lossy(&fat.read(SELECTOR, CONFIG_TXT)?).into_owned();
+    let (_, dtb) = pi_firmware::boot_files(&config, model);
+    let dtb = dtb.ok_or_else(|| {
+        QemuError::Card(format!("config.txt names no device_tree= for {model:?}"))
+    })?;
+    let part = slot.boot_partition();
+    let text = String::from_utf8_lossy(&fat.read(part, bootargs(slot))?).into_owned();
+    let cmdline = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bootargs="))
+        .ok_or_else(|| {
+            QemuError::Card(format!(
+                "partition {part}, {}: no bootargs= line",
+                bootargs(slot)
+            ))
+        })?
+        .trim()
+        .to_string();
+    let kernel = save(scratch, KERNEL, &fat.read(part, KERNEL)?)?;
+    let initrd = save(scratch, INITRAMFS, &fat.read(part, INITRAMFS)?)?;
+    let dtb = save(scratch, &dtb, &fat.read(SELECTOR, &dtb)?)?;
+    drop(fat);
+    pad_to_power_of_two(card)?;
+    let mut args = machine_args(q);
+    args.extend(["-kernel".into(), kernel.into_os_string()]);
+    args.extend(["-initrd".into(), initrd.into_os_string()]);
+    args.extend(["-dtb".into(), dtb.into_os_string()]);
+    args.extend([
+        "-append".into(),
+        format!("{cmdline} {PI_FIRMWARE_CMDLINE}").into(),
+    ]);
+    args.extend(pi_sd_card(card, snapshot));
+    Ok(QemuRun {
+        program: q.system.clone(),
+        args,
+    })
+}
+
+fn pi_model(name: &str) -> Result<PiModel, QemuError> {
+    PiModel::from_qemu_model(name).ok_or_else(|| {
+        QemuError::Card(format!(
+            "[qemu] pi_model {name:?} is not one QEMU emulates (pi3)"
+        ))
+    })
+}
+
+/// The card as the Pi's SD card, and the console on the mini UART, QEMU's
+/// second serial port.
+fn pi_sd_card(card: &Path, snapshot: bool) -> Vec<OsString> {
+    let snap = if snapshot { ",snapshot=on" } else { "" };
+    let mut args: Vec<OsString> = vec![
+        "-drive".into(),
+        format!("file={},if=sd,format=raw{snap}", card.display()).into(),
+    ];
+    args.extend(["-serial", "null", "-serial", "mon:stdio"].map(OsString::from));
+    args
+}
+
+/// Reads files out of a card image's FAT partitions.
+struct CardFat {
+    file: std::fs::File,
+    table: PartitionTable,
+    path: PathBuf,
+}
+
+impl CardFat {
+    fn open(card: &Path) -> Result<CardFat, QemuError> {
+        let mut file = std::fs::File::open(card).map_err(io("opening", card))?;
+        let table = PartitionTable::read_from(&mut file)
+            .map_err(|e| QemuError::Card(format!("{}: {e}", card.display())))?;
+        Ok(CardFat {
+            file,
+            table,
+            path: card.to_path_buf(),
+        })
+    }
+
+    fn read(&mut self, number: u8, name: &str) -> Result<Vec<u8>, QemuError> {
+        let p = self.table.get(number).ok_or_else(|| {
+            QemuError::Card(format!("{} has no partition {number}", self.path.display()))
+        })?;
+        let part =
+            crate::slice::PartitionSlice::new(&mut self.file, p.start_lba * 512, p.sectors * 512)
+                .map_err(io("reading", &self.path))?;
+        crate::fat::read_file(part, name).map_err(|e| {
+            QemuError::Card(format!(
+                "partition {number} of {}, {name}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+/// Writes `data` into `scratch` under the last component of `name`.
+fn save(scratch: &Path, name: &str, data: &[u8]) -> Result<PathBuf, QemuError> {
+    std::fs::create_dir_all(scratch).map_err(io("creating", scratch))?;
+    let path = scratch.join(name.rsplit('/').next().unwrap_or(name));
+    durable::replace(&path, data, 0o644).map_err(io("writing", &path))?;
+    Ok(path)
 }
 
 /// QEMU's SD card model wants a power-of-two size; the tail beyond the
@@ -216,4 +326,147 @@ fn pad_to_power_of_two(card: &Path) -> Result<(), QemuError> {
         f.set_len(want).map_err(io("padding", card))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fat::FatFile;
+    use card_format::mbr::{Partition, KIND_FAT32_LBA};
+
+    const MIB: u64 = 1 << 20;
+
+    fn cfg() -> BoardConfig {
+        BoardConfig::parse(
+            r#"
+name = "t"
+description = "t"
+arch = "aarch64"
+boot_backend = "uboot"
+console = "ttyS1,115200"
+[kernel]
+package = "k"
+dtbs = ["broadcom/bcm2837-rpi-3-b.dtb"]
+dtbs_target = "selector"
+initramfs_modules = ["squashfs"]
+[partitions]
+boot_selector_mib = 40
+boot_slot_mib = 64
+rootfs_slot_mib = 128
+data_mib = 64
+[uboot]
+fdt = "firmware"
+[raspberrypi]
+config_txt = ["arm_64bit=1", "kernel=u-boot.bin"]
+[[raspberrypi.device_tree]]
+filter = "pi3"
+file = "bcm2837-rpi-3-b.dtb"
+[qemu]
+system = "qemu-system-aarch64"
+machine = "raspi3b"
+memory = "1G"
+pi_model = "pi3"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    /// A card with partition 1 (config.txt, the device tree) and slot A's
+    /// boot partition (kernel, initramfs, command line), both FAT.
+    fn card(dir: &Path) -> PathBuf {
+        let path = dir.join("card.img");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(33 * MIB).unwrap();
+        let part = |number, start: u64| Partition {
+            number,
+            start_lba: start * MIB / 512,
+            sectors: 16 * MIB / 512,
+            kind: KIND_FAT32_LBA,
+            bootable: number == 1,
+        };
+        PartitionTable {
+            disk_id: 7,
+            partitions: vec![part(1, 1), part(2, 17)],
+        }
+        .write_to(&mut f)
+        .unwrap();
+        let file = |path: &str, data: &[u8]| FatFile {
+            path: path.into(),
+            data: data.to_vec(),
+        };
+        let config = crate::bootfiles::config_txt(&cfg()).unwrap();
+        for (start, files) in [
+            (
+                1,
+                vec![
+                    file(CONFIG_TXT, config.as_bytes()),
+                    file("bcm2837-rpi-3-b.dtb", b"the pi3 tree"),
+                    file("u-boot.bin", b"u-boot"),
+                ],
+            ),
+            (
+                17,
+                vec![
+                    file(KERNEL, b"slot a kernel"),
+                    file(INITRAMFS, b"slot a initramfs"),
+                    file(
+                        bootargs(Slot::A),
+                        b"bootargs=console=ttyS1,115200 keel.slot=a rootwait\n",
+                    ),
+                    file(bootargs(Slot::B), b"bootargs=keel.slot=b\n"),
+                ],
+            ),
+        ] {
+            let slice = crate::slice::PartitionSlice::new(&mut f, start * MIB, 16 * MIB).unwrap();
+            crate::fat::format_and_fill(slice, 16 * MIB, "T", start as u32, &files, 0).unwrap();
+        }
+        path
+    }
+
+    fn after<'a>(args: &'a [OsString], flag: &str) -> &'a str {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1].to_str().unwrap()
+    }
+
+    #[test]
+    fn direct_kernel_starts_the_slots_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = card(dir.path());
+        let scratch = dir.path().join("scratch");
+        let run = direct_kernel(&cfg(), &card, Slot::A, true, &scratch).unwrap();
+        assert_eq!(run.program, "qemu-system-aarch64");
+        let read = |flag| std::fs::read(after(&run.args, flag)).unwrap();
+        assert_eq!(read("-kernel"), b"slot a kernel");
+        assert_eq!(read("-initrd"), b"slot a initramfs");
+        assert_eq!(read("-dtb"), b"the pi3 tree");
+        assert_eq!(
+            after(&run.args, "-append"),
+            "console=ttyS1,115200 keel.slot=a rootwait keel.watchdog=off"
+        );
+        let drive = after(&run.args, "-drive");
+        assert!(
+            drive.contains("if=sd") && drive.ends_with(",snapshot=on"),
+            "{drive}"
+        );
+        // QEMU's SD card model wants a power-of-two size.
+        assert_eq!(std::fs::metadata(&card).unwrap().len(), 64 * MIB);
+    }
+
+    #[test]
+    fn direct_kernel_is_only_for_pi_boards() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = card(dir.path());
+        let mut cfg = cfg();
+        if let Some(q) = cfg.qemu.as_mut() {
+            q.pi_model = None;
+        }
+        let err = direct_kernel(&cfg, &card, Slot::A, true, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a Raspberry Pi"), "{err}");
+    }
 }

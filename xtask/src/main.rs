@@ -5,7 +5,6 @@
 
 mod apply;
 mod bench;
-mod bench_boot;
 mod build;
 mod host;
 mod hub;
