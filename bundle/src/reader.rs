@@ -5,11 +5,10 @@
 use std::io::Read;
 
 use ed25519_dalek::VerifyingKey;
-use flate2::read::DeflateDecoder;
+use flate2::{Decompress, FlushDecompress, Status};
 use sha2::{Digest, Sha256};
 
 use crate::header::Header;
-use crate::writer::read_full;
 use crate::{BundleError, Chunk, Compression, Manifest, PayloadInfo};
 
 pub struct BundleReader<R: Read> {
@@ -141,14 +140,30 @@ impl StoredChunk {
 
     /// Checks `stored` against the signed hash, only then decompresses it
     /// into `out` (resized to the chunk's length) and checks size, and with
-    /// `check_plain` the plain hash, against the signed manifest. `check_plain` may be false only when an earlier
-    /// pass decompressed the very same stored bytes and checked the result:
-    /// decompression is deterministic, so the stored hash then vouches for
-    /// the output.
+    /// `check_plain` the plain hash, against the signed manifest.
+    /// `check_plain` may be false only when an earlier pass decompressed the
+    /// very same stored bytes and checked the result: decompression is
+    /// deterministic, so the stored hash then vouches for the output.
     pub fn expand(
         &self,
         stored: &[u8],
         out: &mut Vec<u8>,
+        check_plain: bool,
+    ) -> Result<(), BundleError> {
+        // Only grow: a reused buffer is overwritten, not zeroed again.
+        if out.len() < self.len {
+            out.resize(self.len, 0);
+        }
+        out.truncate(self.len);
+        self.expand_into(stored, out, check_plain)
+    }
+
+    /// [`StoredChunk::expand`] into a caller's buffer of exactly the chunk's
+    /// plain length (an aligned one, for direct I/O).
+    pub fn expand_into(
+        &self,
+        stored: &[u8],
+        out: &mut [u8],
         check_plain: bool,
     ) -> Result<(), BundleError> {
         self.check(stored)?;
@@ -156,6 +171,9 @@ impl StoredChunk {
             payload: self.payload.clone(),
             detail: detail.to_string(),
         };
+        if out.len() != self.len {
+            return Err(mismatch("was given a buffer of the wrong size"));
+        }
         match self.compression {
             Compression::None => {
                 if stored.len() != self.len {
@@ -163,23 +181,17 @@ impl StoredChunk {
                         "has a chunk whose length differs from its signed size",
                     ));
                 }
-                out.clear();
-                out.extend_from_slice(stored);
+                out.copy_from_slice(stored);
             }
             Compression::Deflate => {
-                // Only grow: a reused buffer is overwritten, not zeroed again.
-                if out.len() < self.len {
-                    out.resize(self.len, 0);
-                }
-                out.truncate(self.len);
-                let mut dec = DeflateDecoder::new(stored);
-                let got = read_full(&mut dec, out)
+                // One call over the whole chunk: the output has exactly the
+                // signed length, so a stream that would produce more stops
+                // short of its end and is refused.
+                let mut z = Decompress::new(false);
+                let status = z
+                    .decompress(stored, out, FlushDecompress::Finish)
                     .map_err(|_| mismatch("has a chunk that does not decompress"))?;
-                let mut probe = [0u8; 1];
-                let more = dec
-                    .read(&mut probe)
-                    .map_err(|_| mismatch("has a chunk that does not decompress"))?;
-                if got != self.len || more != 0 {
+                if status != Status::StreamEnd || z.total_out() != self.len as u64 {
                     return Err(mismatch("has a chunk that decompresses to the wrong size"));
                 }
             }
@@ -253,5 +265,106 @@ impl<R: Read> PayloadReader<'_, R> {
         };
         self.stored = stored;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    /// A chunk as a signed manifest would describe it: hashes that match
+    /// `stored` and `plain`, and a claimed plain length `len`.
+    fn chunk(stored: &[u8], plain: &[u8], len: usize) -> StoredChunk {
+        StoredChunk {
+            payload: "rootfs".into(),
+            index: 0,
+            offset: 0,
+            len,
+            compression: Compression::Deflate,
+            info: Chunk {
+                stored: stored.len() as u64,
+                stored_sha256: Sha256::digest(stored).into(),
+                sha256: Sha256::digest(plain).into(),
+            },
+        }
+    }
+
+    fn expand(c: &StoredChunk, stored: &[u8]) -> Result<Vec<u8>, BundleError> {
+        let mut out = vec![0u8; c.len];
+        c.expand_into(stored, &mut out, true).map(|()| out)
+    }
+
+    #[test]
+    fn a_chunk_inflates_to_exactly_its_signed_length() {
+        let plain: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stored = deflate(&plain);
+        assert_eq!(
+            expand(&chunk(&stored, &plain, plain.len()), &stored).unwrap(),
+            plain
+        );
+        // Signed hashes, lying length: one byte more or less is refused.
+        for len in [plain.len() - 1, plain.len() + 1] {
+            let err = expand(&chunk(&stored, &plain, len), &stored).unwrap_err();
+            assert!(
+                matches!(err, BundleError::SizeMismatch { .. }),
+                "{len}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signed_bomb_stops_at_the_signed_length() {
+        // 256 MiB of zeroes in a quarter of a MiB, claiming 1 MiB: refused
+        // after 1 MiB of output, in the buffer the caller gave.
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeroes = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            z.write_all(&zeroes).unwrap();
+        }
+        let stored = z.finish().unwrap();
+        let c = chunk(&stored, &zeroes, zeroes.len());
+        let err = expand(&c, &stored).unwrap_err();
+        assert!(matches!(err, BundleError::SizeMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_cut_stream_is_refused_even_when_signed() {
+        let plain = vec![5u8; 10_000];
+        let stored = deflate(&plain);
+        let cut = &stored[..stored.len() - 2];
+        let err = expand(&chunk(cut, &plain, plain.len()), cut).unwrap_err();
+        assert!(matches!(err, BundleError::SizeMismatch { .. }), "{err}");
+        // Garbage that is not deflate at all.
+        let junk = vec![0xffu8; 64];
+        let err = expand(&chunk(&junk, &plain, plain.len()), &junk).unwrap_err();
+        assert!(matches!(err, BundleError::SizeMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn unsigned_stored_bytes_are_never_inflated() {
+        let plain = vec![1u8; 4096];
+        let stored = deflate(&plain);
+        let c = chunk(&stored, &plain, plain.len());
+        let mut tampered = stored.clone();
+        tampered[0] ^= 1;
+        let err = expand(&c, &tampered).unwrap_err();
+        assert!(matches!(err, BundleError::ChunkHash { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_sized_buffer_is_refused() {
+        let plain = vec![1u8; 4096];
+        let stored = deflate(&plain);
+        let c = chunk(&stored, &plain, plain.len());
+        let mut out = vec![0u8; 4095];
+        assert!(c.expand_into(&stored, &mut out, true).is_err());
     }
 }

@@ -11,9 +11,13 @@
 //! - [`append_line`] appends and fsyncs;
 //! - [`read`] and every open here use `O_NOFOLLOW | O_NONBLOCK` and check
 //!   for a regular file, so a symlink planted on the writable partition
-//!   cannot redirect a root process's write, and a FIFO cannot block it.
+//!   cannot redirect a root process's write, and a FIFO cannot block it;
+//! - [`direct`] moves data between aligned buffers and the medium without
+//!   the page cache (the update applier, the factory's card writer).
 
 #![forbid(unsafe_code)]
+
+pub mod direct;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -131,18 +131,16 @@ fn root_template(mtime: u32) -> Result<FilesystemReader<'static>, SquashfsError>
 
 /// Reads a squashfs (at the start of `r`) into a tree: files, directories,
 /// symlinks and character devices with their permission bits.
-pub fn read<R: Read + Seek>(r: R) -> Result<FsTree, SquashfsError> {
+pub fn read<R: Read + Seek + Send>(r: R) -> Result<FsTree, SquashfsError> {
     read_where(r, |_| true)
 }
 
 /// Like [`read`], keeping only the nodes whose path (without a leading
 /// `/`) `keep` accepts; the data of other files is never decompressed.
-pub fn read_where<R: Read + Seek>(
+pub fn read_where<R: Read + Seek + Send>(
     mut r: R,
     keep: impl Fn(&str) -> bool,
 ) -> Result<FsTree, SquashfsError> {
-    // backhand wants a `Send` buffered reader; `R` need not be `Send`, so
-    // read the image (its size is in the superblock) into memory first.
     r.seek(SeekFrom::Start(0))?;
     let mut sb = [0u8; SUPERBLOCK_LEN];
     r.read_exact(&mut sb).map_err(|e| match e.kind() {
@@ -155,17 +153,16 @@ pub fn read_where<R: Read + Seek>(
     let mut used = [0u8; 8];
     used.copy_from_slice(&sb[BYTES_USED_AT..BYTES_USED_AT + 8]);
     let used = u64::from_le_bytes(used);
-    r.seek(SeekFrom::Start(0))?;
-    let mut image = Vec::new();
-    // `take` bounds a corrupt size by the end of the stream.
-    r.take(used).read_to_end(&mut image)?;
-    if (image.len() as u64) < used {
+    let len = r.seek(SeekFrom::End(0))?;
+    if used > len {
         return Err(SquashfsError::Read(format!(
-            "the image claims {used} bytes but only {} are there",
-            image.len()
+            "the image claims {used} bytes but only {len} are there"
         )));
     }
-    let fs = FilesystemReader::from_reader(Cursor::new(image))
+    r.seek(SeekFrom::Start(0))?;
+    // Read in place, not copied into memory first: a card's release file
+    // is a few blocks of a root filesystem of tens of MiB.
+    let fs = FilesystemReader::from_reader(io::BufReader::new(r))
         .map_err(|e| SquashfsError::Read(describe(e)))?;
     let mut tree = FsTree::new();
     for node in fs.files() {

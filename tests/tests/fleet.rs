@@ -147,7 +147,9 @@ fn qemu_aarch64_takes_update_jobs_from_the_hub() {
     assert!(details.contains("tampered"), "{d:#}");
     let status = c.command("run /usr/bin/agent status", BOOT);
     assert!(
-        status.contains("running_slot=b") && status.contains("active_slot=b") && status.contains("trial_slot=none"),
+        status.contains("running_slot=b")
+            && status.contains("active_slot=b")
+            && status.contains("trial_slot=none"),
         "{status}"
     );
 

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use bundle::version::Version;
 use bundle::{BundleError, BundleReader, Manifest, StoredChunk};
+use durable::direct::AlignedBuf;
 use ed25519_dalek::VerifyingKey;
 use keel_contract::payload::{self, Destination};
 
@@ -159,7 +160,8 @@ fn stream<R: Read>(
             let (queue, recycle, fail, failed_before) =
                 (&queue, recycle.clone(), &fail, &failed_before);
             scope.spawn(move || {
-                let mut out = Vec::new();
+                // Aligned, so that the card writes it to the medium as is.
+                let mut out = AlignedBuf::new();
                 loop {
                     let job = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
                         Ok(job) => job,
@@ -167,11 +169,13 @@ fn stream<R: Read>(
                     };
                     if !failed_before(job.seq) {
                         let done = match job.part {
-                            Some(part) => job
-                                .chunk
-                                .expand(&job.stored, &mut out, true)
-                                .map_err(ApplyError::from)
-                                .and_then(|()| sink(part, &job.chunk, &out)),
+                            Some(part) => {
+                                let out = out.get(job.chunk.len);
+                                job.chunk
+                                    .expand_into(&job.stored, out, true)
+                                    .map_err(ApplyError::from)
+                                    .and_then(|()| sink(part, &job.chunk, out))
+                            }
                             None => job.chunk.check(&job.stored).map_err(ApplyError::from),
                         };
                         if let Err(e) = done {
@@ -293,7 +297,6 @@ pub fn apply<R: Read>(
     let mut sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
     sums.sort_unstable();
     let chunk_size = manifest.chunk_size;
-    let mut buf = Vec::new();
     for (part, info) in &plan {
         card.drop_cached(*part)?;
         let expect: Vec<u32> = sums
@@ -304,9 +307,8 @@ pub fn apply<R: Read>(
         let mut offset = 0u64;
         for i in 0..info.chunks.len() {
             let n = chunk_size.min(info.size - offset) as usize;
-            buf.resize(n, 0);
-            card.read_at(*part, offset, &mut buf)?;
-            if expect.get(i) != Some(&crc32fast::hash(&buf)) {
+            let crc = card.read_with(*part, offset, n, crc32fast::hash)?;
+            if expect.get(i) != Some(&crc) {
                 return Err(ApplyError::Readback {
                     partition: *part,
                     chunk: i,

@@ -7,6 +7,7 @@ mod apply;
 mod boot;
 mod console;
 mod device;
+mod fleet;
 mod memory;
 mod pi;
 mod sizes;
@@ -61,7 +62,7 @@ fn median(mut runs: Vec<Duration>) -> Duration {
 
 impl Bench {
     pub fn run(self) -> Result<()> {
-        host::ensure_tools(&[("mksquashfs", "squashfs-tools")])?;
+        host::ensure_tools(host::BENCH_TOOLS)?;
         let built = crate::build::Build::defaults(&self.board).run()?;
         let qemu = built.cfg.qemu.clone();
         if qemu.is_some() {
@@ -75,6 +76,7 @@ impl Bench {
         let mut rows = vec![squashfs::row(&built.image, &built.cfg, work)?];
         rows.extend(apply::rows(&built.dir, work)?);
         rows.push(memory::row(self.payload_mib, work)?);
+        rows.extend(fleet::rows(work)?);
         rows.extend(sizes::binary_rows(&built.cfg)?);
         rows.extend(sizes::bundle_rows(&boards)?);
         match qemu {

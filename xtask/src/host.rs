@@ -73,6 +73,14 @@ pub const CHECK_TOOLS: &[Tool] = &[
 /// What `cargo xtask hub` runs.
 pub const HUB_TOOLS: &[Tool] = &[("mosquitto", "mosquitto")];
 
+/// What `cargo xtask bench` needs besides a build: the references it
+/// measures against.
+pub const BENCH_TOOLS: &[Tool] = &[
+    ("mksquashfs", "squashfs-tools"),
+    ("mosquitto", "mosquitto"),
+    ("mosquitto_pub", "mosquitto-clients"),
+];
+
 /// What booting the QEMU boards needs.
 pub const QEMU_TOOLS: &[Tool] = &[
     ("qemu-system-aarch64", "qemu-system-arm"),
