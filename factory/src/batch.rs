@@ -61,7 +61,9 @@ impl TargetSpec {
                     Some(s) => name.replace("{serial}", s.as_str()),
                     None => name.into_owned(),
                 };
-                Ok(Target::File(PathBuf::from(name)))
+                let path = PathBuf::from(name);
+                target::check_file(sys, &path)?;
+                Ok(Target::File(path))
             }
         }
     }
@@ -107,18 +109,21 @@ pub struct Summary {
 }
 
 /// Errors that belong to one card rather than to the whole batch: the
-/// batch voids that card's serial and goes on with another card.
-fn card_failure(e: &BurnError) -> bool {
-    matches!(
-        e,
-        BurnError::Copy(
-            CopyError::Write { .. }
-                | CopyError::ReadBack { .. }
-                | CopyError::Mismatch { .. }
-                | CopyError::Open { .. }
-        ) | BurnError::Card(_)
-            | BurnError::Loader(_)
-    )
+/// batch voids that card's serial and goes on with another card. Only a
+/// card in a reader fails like that; a file target that cannot be
+/// written is a mistake to fix before going on.
+fn card_failure(e: &BurnError, target: &Target) -> bool {
+    matches!(target, Target::Device(_))
+        && matches!(
+            e,
+            BurnError::Copy(
+                CopyError::Write { .. }
+                    | CopyError::ReadBack { .. }
+                    | CopyError::Mismatch { .. }
+                    | CopyError::Open { .. }
+            ) | BurnError::Card(_)
+                | BurnError::Loader(_)
+        )
 }
 
 impl Batch<'_> {
@@ -239,7 +244,7 @@ impl Batch<'_> {
                     op.done(serial, &report);
                     summary.done.push(serial.clone());
                 }
-                Err(e) if card_failure(&e) && !single => {
+                Err(e) if card_failure(&e, &target) && !single => {
                     let why = format!("card failed: {e}");
                     self.ledger.append(Record::new(
                         serial,

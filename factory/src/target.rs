@@ -90,6 +90,10 @@ pub enum Refusal {
     LoopBacking {
         device: String,
     },
+    /// A file target's directory does not exist.
+    NoDirectory {
+        dir: PathBuf,
+    },
     NoMedium,
     NotRemovable,
     TooSmall {
@@ -111,6 +115,7 @@ impl fmt::Display for Refusal {
             Refusal::Swap { what } => write!(f, "{what} is in use as swap (swapoff /dev/{what})"),
             Refusal::Held { what, by } => write!(f, "{what} is in use by {by} (device-mapper, LVM or RAID)"),
             Refusal::LoopBacking { device } => write!(f, "it is attached to {device} (losetup -d {device})"),
+            Refusal::NoDirectory { dir } => write!(f, "its directory {} does not exist", dir.display()),
             Refusal::NoMedium => write!(f, "the reader reports no medium (insert the card)"),
             Refusal::NotRemovable => write!(f, "the kernel does not call it removable, so it may be a fixed disk (pass --force if it really is the card)"),
             Refusal::TooSmall { size, needed } => write!(f, "it holds {size} bytes, less than the image's {needed}"),
@@ -443,7 +448,18 @@ pub fn check_file(sys: &Sysroot, path: &Path) -> Result<(), TargetError> {
         reasons: vec![r],
     };
     match std::fs::metadata(path) {
-        Err(_) => return Ok(()),
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(refuse(Refusal::NoDirectory {
+                    dir: dir.to_path_buf(),
+                }));
+            }
+            return Ok(());
+        }
         Ok(m) if m.file_type().is_block_device() => return Err(refuse(Refusal::BlockDeviceAsFile)),
         Ok(m) if !m.is_file() => {
             return Err(refuse(Refusal::NotBlockDevice {
