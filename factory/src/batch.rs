@@ -186,19 +186,35 @@ impl Batch<'_> {
         if todo.is_empty() {
             return Ok(summary);
         }
-        if !op.confirm(&format!(
-            "{} card(s) ({} .. {}) on {}",
-            todo.len(),
-            todo[0],
-            todo[todo.len() - 1],
-            self.target.describe()
-        )) {
+        let total = todo.len();
+        // One card: it is in the reader, so it is checked first and the
+        // question names it (vendor, model, size). A batch asks once for
+        // the reader and checks each card as it is inserted.
+        let mut first = None;
+        let question = if total == 1 {
+            let t = self
+                .target
+                .resolve(&self.sys, self.image, Some(&todo[0]), self.force)?;
+            let q = format!("{} with serial {}", t.describe(), todo[0]);
+            first = Some(t);
+            q
+        } else {
+            format!(
+                "{total} cards ({} .. {}) on {}",
+                todo[0],
+                todo[total - 1],
+                self.target.describe()
+            )
+        };
+        if !op.confirm(&question) {
             summary.stopped = true;
             return Ok(summary);
         }
-        let total = todo.len();
         for (n, serial) in todo.iter().enumerate() {
             let target = loop {
+                if let Some(t) = first.take() {
+                    break t;
+                }
                 if self.target.needs_swap() && !op.next_card(serial, n + 1, total) {
                     summary.stopped = true;
                     return Ok(summary);
@@ -209,7 +225,8 @@ impl Batch<'_> {
                 {
                     Ok(t) => break t,
                     // Checked per card: an inserted card may be automounted,
-                    // missing, or too small. Ask again for this serial.
+                    // missing, or too small. Ask for another card for this
+                    // serial.
                     Err(e) if self.target.needs_swap() => op.note(&e.to_string()),
                     Err(e) => return Err(e.into()),
                 }

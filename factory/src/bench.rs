@@ -114,6 +114,7 @@ pub fn burn_figures(image: &Path, bmap: &Path, work: &Path) -> Result<Vec<Figure
         image,
         &keel_target,
         &extents,
+        size,
         // What `burn --file` uses.
         OpenMode {
             direct: true,

@@ -233,6 +233,7 @@ pub fn burn(
         &image.path,
         target.path(),
         &image.extents(),
+        image.size,
         target.mode(sys),
         progress,
     )?;

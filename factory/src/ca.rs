@@ -67,6 +67,8 @@ pub enum CaError {
     Generate(#[from] rcgen::Error),
     #[error("the system random number generator failed")]
     Random,
+    #[error("{0:?} is not an AWS registration code (64 hex digits); get it with `aws iot get-registration-code --query registrationCode --output text`")]
+    BadRegistrationCode(String),
 }
 
 /// A device CA opened for signing.
@@ -299,10 +301,7 @@ impl DeviceCa {
     /// registrant holds the CA's key. Returns (certificate, key), PEM.
     pub fn verification_certificate(&self, code: &str) -> Result<(String, String), CaError> {
         if code.is_empty() || code.len() > 128 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(CaError::Invalid {
-                path: PathBuf::from(code),
-                detail: "an AWS registration code is 64 hex digits; get it with `aws iot get-registration-code`".into(),
-            });
+            return Err(CaError::BadRegistrationCode(code.to_string()));
         }
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -391,5 +390,24 @@ mod tests {
         assert!(!format!("{id:?}").contains("PRIVATE"));
         let other = ca.issue(&Serial::parse("ACME-0043").unwrap()).unwrap();
         assert_ne!(other.fingerprint, id.fingerprint);
+    }
+
+    #[test]
+    fn the_verification_certificate_carries_the_registration_code() {
+        use rustls_pki_types::pem::PemObject;
+        let d = tempfile::tempdir().unwrap();
+        let ca = DeviceCa::create(&d.path().join("ca")).unwrap();
+        let code = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let (cert, key) = ca.verification_certificate(code).unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let info = fleet::identity::inspect(&der).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some(code));
+        assert!(key.contains("PRIVATE KEY"));
+        for bad in ["", "a b", "code;rm"] {
+            assert!(matches!(
+                ca.verification_certificate(bad),
+                Err(CaError::BadRegistrationCode(_))
+            ));
+        }
     }
 }

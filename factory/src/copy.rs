@@ -258,11 +258,15 @@ pub struct CopyStats {
 }
 
 /// Writes `extents` of `image` to `target`, makes them durable, then reads
-/// them back from the medium and checks each against its SHA-256.
+/// them back from the medium and checks each against its SHA-256. A
+/// regular file shorter than `image_size` is extended to it (sparse), so
+/// an image file target is as long as the image even when its last blocks
+/// are unmapped.
 pub fn write_and_verify(
     image: &Path,
     target: &Path,
     extents: &[Extent],
+    image_size: u64,
     mode: OpenMode,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CopyStats, CopyError> {
@@ -304,10 +308,16 @@ pub fn write_and_verify(
             source,
         },
     )?;
-    // A file target shorter than the image grows to its size, as a card
-    // has it (the bytes past the last range read as zeros).
     let end = extents.iter().map(|e| e.offset + e.len).max().unwrap_or(0);
+    let meta = dst.metadata().map_err(|e| write_err(end, e))?;
+    if meta.is_file() && meta.len() < image_size {
+        dst.set_len(image_size)
+            .map_err(|e| write_err(image_size, e))?;
+    }
     dst.sync_all().map_err(|e| write_err(end, e))?;
+    // Closed before reading back: an exclusive claim (O_EXCL) on a block
+    // device refuses a second open, even our own.
+    drop(dst);
     let write = started.elapsed();
     let verify = verify(target, extents, mode, direct, progress)?;
     Ok(CopyStats {

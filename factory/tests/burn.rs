@@ -237,6 +237,8 @@ fn a_claim_card_carries_the_claim_and_the_broker_ca_only() {
     )
     .unwrap()
     .unwrap();
+    // A new image file is as long as the image, mapped or not.
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), img.size);
     let at =
         |dir: &str, name: &str| card::read_file(&card, src.data, &format!("{dir}/{name}")).unwrap();
     assert_eq!(
