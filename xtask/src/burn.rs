@@ -262,6 +262,9 @@ impl Burn {
             force: self.force,
         }
         .run(&serials, single, &mut op)?;
+        if summary.stopped && summary.done.is_empty() && summary.voided.is_empty() {
+            bail!("stopped before any card was written; nothing was issued");
+        }
         eprintln!(
             "burn: {} card(s) done, {} serial(s) void, {} skipped (already in {}){}",
             summary.done.len(),
@@ -274,9 +277,6 @@ impl Burn {
                 ""
             }
         );
-        if summary.stopped && summary.done.is_empty() {
-            bail!("stopped before any card was burned");
-        }
         Ok(())
     }
 }
