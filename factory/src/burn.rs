@@ -222,9 +222,7 @@ pub fn burn(
         if same {
             return Err(TargetError::Refused {
                 target: p.clone(),
-                reasons: vec![Refusal::NotBlockDevice {
-                    kind: "the image being burned",
-                }],
+                reasons: vec![Refusal::SameAsImage],
             }
             .into());
         }

@@ -140,17 +140,14 @@ fn at_offset(target: &Path, part: DataPartition) -> String {
 }
 
 /// A private scratch directory for the files debugfs copies from, in
-/// memory when the host has /dev/shm (the private keys then never touch
-/// the host's disk); removed on drop.
+/// memory when /dev/shm is writable (the private keys then never touch
+/// the host's disk), else in the temporary directory; removed on drop.
 pub(crate) fn scratch() -> Result<tempfile::TempDir, CardError> {
     let base = Path::new("/dev/shm");
-    let made = if base.is_dir() {
-        tempfile::Builder::new()
-            .prefix("keel-burn-")
-            .tempdir_in(base)
-    } else {
-        tempfile::Builder::new().prefix("keel-burn-").tempdir()
-    };
+    let made = tempfile::Builder::new()
+        .prefix("keel-burn-")
+        .tempdir_in(base)
+        .or_else(|_| tempfile::Builder::new().prefix("keel-burn-").tempdir());
     let dir = made.map_err(|source| CardError::Io {
         what: "make a scratch directory for",
         path: base.to_path_buf(),

@@ -94,6 +94,8 @@ pub enum Refusal {
     NoDirectory {
         dir: PathBuf,
     },
+    /// A file target that is the image being burned.
+    SameAsImage,
     NoMedium,
     NotRemovable,
     TooSmall {
@@ -116,6 +118,7 @@ impl fmt::Display for Refusal {
             Refusal::Held { what, by } => write!(f, "{what} is in use by {by} (device-mapper, LVM or RAID)"),
             Refusal::LoopBacking { device } => write!(f, "it is attached to {device} (losetup -d {device})"),
             Refusal::NoDirectory { dir } => write!(f, "its directory {} does not exist", dir.display()),
+            Refusal::SameAsImage => write!(f, "it is the image being burned"),
             Refusal::NoMedium => write!(f, "the reader reports no medium (insert the card)"),
             Refusal::NotRemovable => write!(f, "the kernel does not call it removable, so it may be a fixed disk (pass --force if it really is the card)"),
             Refusal::TooSmall { size, needed } => write!(f, "it holds {size} bytes, less than the image's {needed}"),
