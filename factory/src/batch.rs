@@ -16,7 +16,7 @@ use crate::burn::{self, BurnError, BurnReport, CardIdentity, ClaimFiles, Target}
 use crate::ca::DeviceCa;
 use crate::copy::{CopyError, Progress};
 use crate::image::SourceImage;
-use crate::ledger::{Ledger, Record, Status};
+use crate::ledger::{Ledger, LedgerError, Record, Status};
 use crate::serial::Serial;
 use crate::target::{self, Sysroot, TargetError};
 
@@ -157,20 +157,28 @@ impl Batch<'_> {
         single: bool,
         op: &mut dyn Operator,
     ) -> Result<Summary, BurnError> {
-        let mut summary = Summary {
-            voided: self.void_unfinished(op)?,
-            ..Summary::default()
-        };
+        // Held until the batch ends: other burns with this CA see it, and
+        // only a burn that runs alone may take a `started` serial for
+        // abandoned.
+        let session = self.ledger.session()?;
+        let mut summary = Summary::default();
+        if session.alone {
+            summary.voided = self.void_unfinished(op)?;
+        } else if !self.ledger.unfinished().is_empty() {
+            op.note("another burn with this CA is running: serials started and not finished are left to it (they are voided by the next burn that runs alone)");
+        }
+        session.share()?;
         let mut todo = Vec::new();
         for s in serials {
             match self.ledger.latest(s) {
                 None => todo.push(s.clone()),
                 Some(r) if single => {
-                    return Err(BurnError::SerialUsed {
+                    return Err(LedgerError::Taken {
                         serial: s.to_string(),
                         status: r.status.name(),
                         time: r.time.clone(),
-                    })
+                    }
+                    .into())
                 }
                 Some(_) if summary.voided.contains(s) => {}
                 Some(_) => summary.skipped.push(s.clone()),
@@ -232,16 +240,27 @@ impl Batch<'_> {
                 }
             };
             let id = self.ca.issue(serial)?;
-            self.ca.record_certificate(&id)?;
             let fingerprint = id.fingerprint.clone();
             let shown = target.path().display().to_string();
-            self.ledger.append(Record::new(
+            match self.ledger.claim(Record::new(
                 serial,
                 Status::Started,
                 &fingerprint,
                 &self.image.sha256,
                 &shown,
-            ))?;
+            )) {
+                Ok(()) => {}
+                // Another burn with this CA took the serial meanwhile: this
+                // card (still in the reader) gets the next one.
+                Err(e @ LedgerError::Taken { .. }) if !single => {
+                    op.note(&e.to_string());
+                    summary.skipped.push(serial.clone());
+                    first = Some(target);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.ca.record_certificate(&id)?;
             let identity = CardIdentity {
                 device: Some(id),
                 server_ca: self.server_ca.clone(),
@@ -330,11 +349,12 @@ pub fn provision_to_dir(
 ) -> Result<crate::ca::IssuedIdentity, BurnError> {
     use keel_contract::paths;
     if let Some(r) = ledger.latest(serial) {
-        return Err(BurnError::SerialUsed {
+        return Err(LedgerError::Taken {
             serial: serial.to_string(),
             status: r.status.name(),
             time: r.time.clone(),
-        });
+        }
+        .into());
     }
     let names = [
         paths::IDENTITY_KEY,
@@ -354,16 +374,16 @@ pub fn provision_to_dir(
         });
     }
     let id = ca.issue(serial)?;
-    ca.record_certificate(&id)?;
     // Recorded before the key is written: a serial whose files may exist
     // is never handed out again.
-    ledger.append(Record::new(
+    ledger.claim(Record::new(
         serial,
         Status::Issued,
         &id.fingerprint,
         "",
         &out.display().to_string(),
     ))?;
+    ca.record_certificate(&id)?;
     let write = |name: &str, bytes: &[u8], mode| -> Result<(), BurnError> {
         let p = out.join(name);
         durable::create_new(&p, bytes, mode).map_err(|e| BurnError::Read {

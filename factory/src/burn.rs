@@ -36,12 +36,6 @@ pub enum BurnError {
     Read { path: PathBuf, detail: String },
     #[error("the identity written to the card does not load with the fleet client's loader: {0}")]
     Loader(String),
-    #[error("serial {serial} was already used by this CA ({status} at {time}); a serial is never issued twice, use the next one")]
-    SerialUsed {
-        serial: String,
-        status: &'static str,
-        time: String,
-    },
     #[error("stopped by the operator")]
     Stopped,
 }

@@ -19,6 +19,14 @@
 //! - `void`: a `started` serial whose card was never finished (an
 //!   interrupted batch). It is not used again: the unfinished card may
 //!   hold its identity, and two devices must never share one.
+//!
+//! Several burns may run with one CA at once (a station with several card
+//! readers): the first record of a serial is written under an exclusive
+//! lock on the manifest after reading it again ([`Ledger::claim`]), so two
+//! processes never issue the same serial; and each burn holds a shared
+//! lock on `manifest.csv.lock` while it runs ([`Ledger::session`]), so a
+//! `started` line is only taken for abandoned when no other burn is
+//! running (a crashed process holds no lock).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +46,12 @@ pub enum LedgerError {
     Write {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("serial {serial} was already used with this CA ({status} at {time}); a serial is never issued twice, use the next one")]
+    Taken {
+        serial: String,
+        status: &'static str,
+        time: String,
     },
     #[error("{path}:{line}: {detail}; the manifest is the factory's record, repair it by hand")]
     Corrupt {
@@ -209,6 +223,68 @@ impl Ledger {
         self.records.iter().rev().find(|r| &r.serial == serial)
     }
 
+    /// Appends the first record of a serial: under an exclusive lock, the
+    /// manifest is read again (another burn with this CA may have written
+    /// since) and the record refused if the serial is there.
+    pub fn claim(&mut self, record: Record) -> Result<(), LedgerError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write_err = |source| LedgerError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(write_err)?;
+        crate::sys::lock(&f, crate::sys::Lock::Exclusive).map_err(write_err)?;
+        self.records = Ledger::open(&self.path)?.records;
+        if let Some(r) = self.latest(&record.serial) {
+            return Err(LedgerError::Taken {
+                serial: record.serial.to_string(),
+                status: r.status.name(),
+                time: r.time.clone(),
+            });
+        }
+        let write_err = |source| LedgerError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        f.write_all(format!("{}\n", record.line()).as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(write_err)?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// Marks a burn with this CA as running until the [`Session`] is
+    /// dropped. [`Session::alone`] says whether another burn is running.
+    pub fn session(&self) -> Result<Session, LedgerError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let err = |source| LedgerError::Write {
+            path: path.clone(),
+            source,
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(err)?;
+        let alone = crate::sys::lock(&f, crate::sys::Lock::TryExclusive).map_err(err)?;
+        Ok(Session {
+            file: f,
+            path,
+            alone,
+        })
+    }
+
     /// Serials whose card was started and never finished nor voided.
     pub fn unfinished(&self) -> Vec<Record> {
         let mut out: Vec<Record> = Vec::new();
@@ -231,6 +307,28 @@ impl Ledger {
         })?;
         self.records.push(record);
         Ok(())
+    }
+}
+
+/// A running burn's hold on its CA's manifest.
+#[derive(Debug)]
+pub struct Session {
+    file: std::fs::File,
+    path: PathBuf,
+    /// No other burn with this CA was running when the session began: a
+    /// `started` serial without `done` was abandoned.
+    pub alone: bool,
+}
+
+impl Session {
+    /// Lets other burns start (after the abandoned serials were voided).
+    pub fn share(&self) -> Result<(), LedgerError> {
+        crate::sys::lock(&self.file, crate::sys::Lock::Shared)
+            .map(|_| ())
+            .map_err(|source| LedgerError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -330,6 +428,60 @@ mod tests {
         assert_eq!(again.status(&sn("A-3")), None);
         let open: Vec<_> = again.unfinished().into_iter().map(|r| r.serial).collect();
         assert_eq!(open, [sn("A-2")]);
+    }
+
+    #[test]
+    fn two_burns_with_one_ca_never_issue_a_serial_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(MANIFEST);
+        let (mut a, mut b) = (Ledger::open(&p).unwrap(), Ledger::open(&p).unwrap());
+        a.claim(Record::new(
+            &sn("A-1"),
+            Status::Started,
+            "ca",
+            "i",
+            "/dev/sdb",
+        ))
+        .unwrap();
+        // b read the manifest before a wrote: the claim reads it again.
+        assert_eq!(b.status(&sn("A-1")), None);
+        let e = b
+            .claim(Record::new(
+                &sn("A-1"),
+                Status::Started,
+                "cb",
+                "i",
+                "/dev/sdc",
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LedgerError::Taken {
+                    status: "started",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        b.claim(Record::new(
+            &sn("A-2"),
+            Status::Started,
+            "cb",
+            "i",
+            "/dev/sdc",
+        ))
+        .unwrap();
+        assert_eq!(Ledger::open(&p).unwrap().records().len(), 2);
+        // While a burn runs, another is not alone; once it ends, the next is.
+        let first = a.session().unwrap();
+        assert!(first.alone);
+        first.share().unwrap();
+        let second = b.session().unwrap();
+        assert!(!second.alone, "a's session is still held");
+        second.share().unwrap();
+        drop((first, second));
+        assert!(b.session().unwrap().alone);
     }
 
     #[test]

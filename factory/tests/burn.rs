@@ -188,13 +188,25 @@ fn the_identity_on_the_card_loads_with_the_fleet_client_and_chains_to_the_ca() {
     assert_eq!(r.status, Status::Done);
     assert_eq!(r.image_sha256, src.sha256);
     assert!(ca.dir.join("certs/ACME-0042.pem").exists());
-    let kept = std::fs::read_dir(&ca.dir).unwrap().count()
-        + std::fs::read_dir(ca.dir.join("certs")).unwrap().count();
+    let mut names: Vec<String> = std::fs::read_dir(&ca.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
     assert_eq!(
-        kept,
-        4 + 1,
-        "ca.pem, ca.key, manifest.csv, certs/ and one certificate"
+        names,
+        [
+            "ca.key",
+            "ca.pem",
+            "certs",
+            "manifest.csv",
+            "manifest.csv.lock"
+        ]
     );
+    for e in std::fs::read_dir(ca.dir.join("certs")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "no device key is kept");
+    }
 
     // The same serial again is refused: a serial is issued once.
     let mut ledger = Ledger::open(&ca.dir.join(MANIFEST)).unwrap();
