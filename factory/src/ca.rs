@@ -7,6 +7,7 @@
 //! | `ca.pem` | the CA certificate (public: goes to AWS, and after each device certificate) |
 //! | `ca.key` | its private key, mode 0600; never leaves the factory |
 //! | `manifest.csv` | every serial this CA issued a certificate for ([`crate::ledger`]) |
+//! | `manifest.csv.lock` | held (shared) by every burn running with this CA |
 //! | `certs/SERIAL.pem` | each device certificate, for the records (never a private key) |
 //! | `server-ca.pem` | optional: the broker's CA bundle, written to every card as `ca.pem` |
 
