@@ -47,8 +47,34 @@ pub const FLEET_CONF_OVERRIDE: &str = "/data/keel/fleet.toml";
 /// The fleet client's state: the job in progress, statuses owed to the
 /// cloud, settings the cloud changed.
 pub const FLEET_STATE_DIR: &str = "/data/keel/fleet";
-/// The device's identity (certificate, key, CA bundle) from manufacturing.
+/// The device's identity (certificate, key, CA bundle), written by
+/// manufacturing (`cargo xtask burn --serial`) or by fleet provisioning on
+/// first boot. The file names inside it are the `IDENTITY_*` names below.
 pub const IDENTITY_DIR: &str = "/data/keel/identity";
+/// In [`IDENTITY_DIR`]: the device certificate (PEM), followed by the CA
+/// certificates it presents (AWS's just-in-time provisioning wants the
+/// registered CA sent along).
+pub const IDENTITY_CERTIFICATE: &str = "device.pem";
+/// In [`IDENTITY_DIR`]: the device's private key (PEM), mode 0600, root.
+pub const IDENTITY_KEY: &str = "device.key";
+/// In [`IDENTITY_DIR`]: the CA certificates the broker's certificate must
+/// chain to (AWS: Amazon Root CA 1).
+pub const IDENTITY_CA_BUNDLE: &str = "ca.pem";
+/// In [`IDENTITY_DIR`]: the thing name the cloud gave the device when it
+/// provisioned itself by claim (an AWS-issued certificate's CN is not it).
+pub const IDENTITY_THING_NAME: &str = "thing-name";
+/// The claim credentials for fleet provisioning by claim: the same
+/// certificate on every card of a batch, used only to obtain the device's
+/// own certificate (docs/manufacturing.md).
+pub const CLAIM_DIR: &str = "/data/keel/claim";
+/// In [`CLAIM_DIR`]: the claim certificate (PEM).
+pub const CLAIM_CERTIFICATE: &str = "claim.pem";
+/// In [`CLAIM_DIR`]: the claim certificate's private key (PEM), 0600.
+pub const CLAIM_KEY: &str = "claim.key";
+/// Where the board's hardware serial number is (the Raspberry Pi's SoC
+/// serial, from the firmware's device tree); the default serial a device
+/// gives when it provisions itself by claim.
+pub const BOARD_SERIAL: &str = "/sys/firmware/devicetree/base/serial-number";
 
 // --- Run time (tmpfs) ---
 
@@ -61,6 +87,15 @@ pub const HEALTHY_NAME: &str = "healthy";
 pub const HEALTHY: &str = "/run/keel/healthy";
 /// Where init writes the resolver configuration (`/etc/resolv.conf` links here).
 pub const RESOLV_CONF: &str = "/run/resolv.conf";
+
+/// A path under [`DATA`] as seen from the data partition's own root
+/// (`/data/keel/identity` is `keel/identity` there): where the host writes
+/// onto a card's data partition. `None` for a path outside [`DATA`].
+pub fn on_data_partition(path: &str) -> Option<&str> {
+    path.strip_prefix(DATA)?
+        .strip_prefix('/')
+        .filter(|p| !p.is_empty())
+}
 
 /// The paths above inside a tree rooted at `root` (a root filesystem
 /// being assembled, or a test's temporary directory).
@@ -78,5 +113,10 @@ mod tests {
         assert_eq!(HEALTHY, format!("{RUN_DIR}/{HEALTHY_NAME}"));
         assert_eq!(SERVICES_OVERRIDE, format!("{DATA_KEEL}/services.toml"));
         assert!(EVENTS.starts_with(DATA_KEEL) && PENDING.starts_with(DATA_KEEL));
+        assert_eq!(on_data_partition(IDENTITY_DIR), Some("keel/identity"));
+        assert_eq!(on_data_partition(CLAIM_DIR), Some("keel/claim"));
+        assert_eq!(on_data_partition(DATA), None);
+        assert_eq!(on_data_partition("/database"), None);
+        assert_eq!(on_data_partition(RELEASE), None);
     }
 }

@@ -37,6 +37,8 @@ struct Raw {
     settings: RawSettings,
     #[serde(default)]
     polling: RawPolling,
+    #[serde(default)]
+    provisioning: RawProvisioning,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +70,15 @@ struct RawSettings {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawProvisioning {
+    template: Option<String>,
+    claim_certificate: Option<PathBuf>,
+    claim_private_key: Option<PathBuf>,
+    serial_number: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPolling {
     manifest_url: Option<String>,
     interval_secs: Option<u64>,
@@ -94,6 +105,23 @@ pub struct PollingConfig {
     pub interval: Duration,
 }
 
+/// Fleet provisioning by claim (docs/fleet.md): how a device without an
+/// identity of its own obtains one on first boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisioningConfig {
+    /// The fleet provisioning template's name (AWS: 1–36 of
+    /// `[A-Za-z0-9_-]`).
+    pub template: String,
+    /// The claim certificate and key, with the identity's CA bundle for
+    /// the broker.
+    pub claim: mqtt::Identity,
+    /// The serial number sent as the template's `SerialNumber` parameter;
+    /// `None`: read from [`ProvisioningConfig::serial_file`].
+    pub serial_number: Option<String>,
+    /// The board's serial number file (the Pi's device tree).
+    pub serial_file: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mqtt: Option<MqttConfig>,
@@ -103,6 +131,8 @@ pub struct Config {
     /// The settings before the cloud changes any.
     pub settings: Settings,
     pub polling: Option<PollingConfig>,
+    /// `None`: the identity comes from manufacturing only.
+    pub provisioning: Option<ProvisioningConfig>,
 }
 
 /// Telemetry intervals outside this range are refused (seconds).
@@ -139,7 +169,8 @@ impl Raw {
             mqtt { endpoint, port, thing_name, keepalive_secs, presence_topic }
             identity { dir, certificate, private_key, ca_bundle }
             settings { update_channel, telemetry_interval_secs, log_level }
-            polling { manifest_url, interval_secs });
+            polling { manifest_url, interval_secs }
+            provisioning { template, claim_certificate, claim_private_key, serial_number });
         self
     }
 }
@@ -249,12 +280,47 @@ impl Config {
                 })
             }
         };
+        let p = raw.provisioning;
+        let provisioning = match p.template {
+            None if p.claim_certificate.is_some()
+                || p.claim_private_key.is_some()
+                || p.serial_number.is_some() =>
+            {
+                return Err("provisioning.template is missing: name the fleet provisioning template the claim certificate may use".into())
+            }
+            None => None,
+            Some(template) => {
+                check_template_name(&template)?;
+                if mqtt.is_none() {
+                    return Err("[provisioning] needs [mqtt] endpoint: provisioning by claim talks to the broker".into());
+                }
+                if let Some(s) = &p.serial_number {
+                    check_thing_name(s).map_err(|e| format!("provisioning.serial_number: {e}"))?;
+                }
+                let claim_dir = paths::under(root, paths::CLAIM_DIR);
+                Some(ProvisioningConfig {
+                    template,
+                    claim: mqtt::Identity {
+                        certificate: p
+                            .claim_certificate
+                            .unwrap_or_else(|| claim_dir.join(paths::CLAIM_CERTIFICATE)),
+                        private_key: p
+                            .claim_private_key
+                            .unwrap_or_else(|| claim_dir.join(paths::CLAIM_KEY)),
+                        ca_bundle: identity.ca_bundle.clone(),
+                    },
+                    serial_number: p.serial_number,
+                    serial_file: paths::under(root, paths::BOARD_SERIAL),
+                })
+            }
+        };
         Ok(Config {
             mqtt,
             identity,
             state_dir: paths::under(root, paths::FLEET_STATE_DIR),
             settings,
             polling,
+            provisioning,
         })
     }
 }
@@ -270,6 +336,22 @@ pub fn check_thing_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "thing name {name:?}: AWS IoT allows 1 to 128 letters, digits, ':', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// AWS fleet provisioning template names: 1–36 of `[A-Za-z0-9_-]`; the
+/// name goes into a topic.
+pub fn check_template_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 36
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+    {
+        return Err(format!(
+            "provisioning.template = {name:?}: AWS IoT allows 1 to 36 letters, digits, '_' and '-'"
         ));
     }
     Ok(())
@@ -326,6 +408,37 @@ mod tests {
         assert!(err("[mqtt]\nendpoit = \"a\"\n").contains("endpoit"));
         assert!(err("[settings]\nlog_level = \"loud\"\n").contains("error, warn"));
         assert!(err("[polling]\nmanifest_url = \"http://x/\"\n").contains("plain http"));
+        assert!(err("[provisioning]\nserial_number = \"1\"\n").contains("template is missing"));
+        assert!(err("[provisioning]\ntemplate = \"t\"\n").contains("[mqtt]"));
+        assert!(
+            err("[mqtt]\nendpoint = \"a\"\n[provisioning]\ntemplate = \"a/b\"\n")
+                .contains("1 to 36")
+        );
+    }
+
+    #[test]
+    fn provisioning_defaults_to_the_claim_directory() {
+        let c = Config::parse(
+            "[mqtt]\nendpoint = \"a\"\n[provisioning]\ntemplate = \"keel-fleet\"\n",
+            Path::new("/r"),
+        )
+        .unwrap();
+        let p = c.provisioning.unwrap();
+        assert_eq!(p.template, "keel-fleet");
+        assert_eq!(
+            p.claim.certificate,
+            Path::new("/r/data/keel/claim/claim.pem")
+        );
+        assert_eq!(
+            p.claim.private_key,
+            Path::new("/r/data/keel/claim/claim.key")
+        );
+        assert_eq!(p.claim.ca_bundle, c.identity.ca_bundle);
+        assert_eq!(
+            p.serial_file,
+            Path::new("/r/sys/firmware/devicetree/base/serial-number")
+        );
+        assert_eq!(p.serial_number, None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The two facts the fleet client reads from the device certificate: its
+//! The facts the fleet client reads from the device certificate: its
 //! subject's common name (the default thing name: manufacturing puts the
-//! serial there) and its notBefore (a clock before it is certainly wrong).
+//! serial there), its notBefore (a clock before it is certainly wrong) and
+//! its public key (a certificate the cloud sends back when the device
+//! provisions itself must carry the device's own key).
 //!
 //! A tiny DER walk rather than x509-parser: these two fields need about a
 //! hundred lines, x509-parser brings nom, asn1-rs and time (see
@@ -72,6 +74,8 @@ pub struct CertInfo {
     pub common_name: Option<String>,
     /// Seconds since 1970.
     pub not_before: i64,
+    /// The subjectPublicKey bits (for P-256: the 65-byte uncompressed point).
+    pub public_key: Vec<u8>,
 }
 
 /// Reads the subject CN and notBefore of a DER certificate.
@@ -118,9 +122,18 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, CertError> {
             }
         }
     }
+    let mut spki = Der {
+        bytes: tbs.expect(SEQUENCE, "no subject public key info")?,
+    };
+    spki.expect(SEQUENCE, "no public key algorithm")?;
+    let public_key = match spki.expect(0x03, "no public key")?.split_first() {
+        Some((0, key)) => key.to_vec(),
+        _ => return Err(bad("a public key that is not whole bytes")),
+    };
     Ok(CertInfo {
         common_name,
         not_before,
+        public_key,
     })
 }
 

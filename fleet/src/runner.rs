@@ -75,7 +75,7 @@ pub struct Runner<D: Device> {
     rebooting: bool,
 }
 
-fn floor(cert_not_before: Option<i64>, root: &Path) -> SystemTime {
+pub(crate) fn floor(cert_not_before: Option<i64>, root: &Path) -> SystemTime {
     let release = std::fs::read_to_string(keel_contract::paths::under(
         root,
         keel_contract::paths::RELEASE,
@@ -157,10 +157,15 @@ impl<D: Device> Runner<D> {
             Some(m) => {
                 let tls = config.identity.client_config(m.port == 443)?;
                 let info = identity::inspect(&config.identity.leaf_certificate()?)?;
-                let thing = match (&m.thing_name, info.common_name) {
-                    (Some(t), _) => t.clone(),
-                    (None, Some(cn)) => cn,
-                    (None, None) => return Err(CertError::NoCommonName.into()),
+                // The configured name, else the one the cloud gave at
+                // provisioning by claim (an AWS-issued certificate's CN is
+                // not the thing name), else the CN manufacturing wrote.
+                let stored = crate::provision::stored_thing_name(&config.identity);
+                let thing = match (&m.thing_name, stored, info.common_name) {
+                    (Some(t), _, _) => t.clone(),
+                    (None, Some(t), _) => t,
+                    (None, None, Some(cn)) => cn,
+                    (None, None, None) => return Err(CertError::NoCommonName.into()),
                 };
                 crate::config::check_thing_name(&thing).map_err(FleetError::BadThingName)?;
                 let mut opts = mqtt::Options::new(&m.endpoint, m.port, &thing, tls)

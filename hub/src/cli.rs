@@ -44,6 +44,9 @@ pub enum HubCommand {
     Serve,
     /// Make a device identity (certificate, key, CA bundle) for a thing.
     Thing { name: String },
+    /// Make the claim certificate for fleet provisioning by claim (devices
+    /// then obtain their own certificate from the hub on first boot).
+    Claim,
     /// Define a group of things to send jobs to.
     Group { name: String, things: Vec<String> },
     /// List devices: shadow, online state, jobs.
@@ -83,6 +86,18 @@ pub fn run(site: &Site, command: HubCommand) -> Result<(), SiteError> {
                 dir.display()
             );
             println!("fleet.toml for it:\n{}", site.fleet_toml());
+            Ok(())
+        }
+        HubCommand::Claim => {
+            let dir = site.claim()?;
+            println!(
+                "claim certificate in {}: copy claim.pem and claim.key to the device's {}/, and ca.pem to {}/ (or burn with `cargo xtask burn --claim {}`)",
+                dir.display(),
+                keel_contract::paths::CLAIM_DIR,
+                keel_contract::paths::IDENTITY_DIR,
+                dir.display()
+            );
+            println!("fleet.toml for it:\n{}", site.claim_fleet_toml(None));
             Ok(())
         }
         HubCommand::Group { name, things } => site.set_group(&name, &things),

@@ -1,5 +1,6 @@
 //! `hub`: the cloud side of a Keel fleet, locally. It plays AWS IoT Core's
-//! classic shadow and jobs services on any MQTT broker, following AWS's
+//! classic shadow and jobs services (and fleet provisioning by claim) on
+//! any MQTT broker, following AWS's
 //! documented topics and payloads, so a device's fleet client works the
 //! same against it and against AWS. Also here: a CA for development
 //! ([`pki`]), mosquitto configured like AWS IoT ([`broker`]), an HTTPS
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod files;
 pub mod jobs;
 pub mod pki;
+pub mod provisioning;
 pub mod service;
 pub mod shadow;
 pub mod site;

@@ -1,10 +1,13 @@
 //! A certificate authority made for the local hub: the broker's server
-//! certificate, the hub's own client certificate and one identity per
-//! device (`device.pem`, `device.key`, `ca.pem`, as the device keeps them
-//! under /data/keel/identity). Never for production fleets: the CA key sits
-//! in a plain file.
+//! certificate, the hub's own client certificate, one identity per device
+//! (`device.pem`, `device.key`, `ca.pem`, as the device keeps them under
+//! /data/keel/identity), the claim certificate for fleet provisioning and
+//! the certificates that provisioning signs for devices' own keys. Never
+//! for production fleets: the CA key sits in a plain file.
 
 use std::path::{Path, PathBuf};
+
+use keel_contract::paths;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -28,11 +31,23 @@ pub enum PkiError {
     },
     #[error("'{0}' is not a usable name (thing names: 1 to 128 of a-z A-Z 0-9 : _ -)")]
     BadName(String),
+    #[error("'{0}' is reserved for the hub's own certificates; pick another thing name")]
+    Reserved(String),
+    #[error("the certificate signing request is not valid: {0}")]
+    BadRequest(String),
 }
 
 /// The hub's own client certificate's common name (the broker's ACL gives
 /// it every thing's topics).
 pub const HUB_CN: &str = "keel-hub";
+
+/// The claim certificate's common name: the broker lets it use the fleet
+/// provisioning topics and nothing else.
+pub const CLAIM_CN: &str = "keel-claim";
+
+/// How long the certificates this CA issues to devices are valid: a
+/// device in the field for twenty years must still connect.
+const DEVICE_VALIDITY_DAYS: i64 = 20 * 365;
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -153,20 +168,94 @@ impl Pki {
         if !valid_name(name) {
             return Err(PkiError::BadName(name.into()));
         }
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        p.distinguished_name = dn;
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if name == CLAIM_CN {
+            return Err(PkiError::Reserved(name.into()));
+        }
         let dir = self.dir.join("things").join(name);
-        self.issue(p, &dir.join("device.pem"), &dir.join("device.key"))?;
+        self.issue(
+            client_params(name),
+            &dir.join(paths::IDENTITY_CERTIFICATE),
+            &dir.join(paths::IDENTITY_KEY),
+        )?;
+        self.copy_ca(&dir.join(paths::IDENTITY_CA_BUNDLE))?;
+        Ok(dir)
+    }
+
+    fn copy_ca(&self, to: &Path) -> Result<(), PkiError> {
         let ca = std::fs::read_to_string(self.ca_pem()).map_err(|source| PkiError::Read {
             path: self.ca_pem(),
             dir: self.dir.clone(),
             source,
         })?;
-        write(&dir.join("ca.pem"), &ca, 0o644)?;
+        write(to, &ca, 0o644)
+    }
+
+    /// The claim certificate for fleet provisioning by claim (CN
+    /// [`CLAIM_CN`]), in `claim/`: `claim.pem`, `claim.key` (for the
+    /// card's /data/keel/claim/) and `ca.pem` (the broker's CA, for
+    /// /data/keel/identity/). Made once; returns the directory.
+    pub fn claim(&self) -> Result<PathBuf, PkiError> {
+        let dir = self.dir.join("claim");
+        let cert = dir.join(paths::CLAIM_CERTIFICATE);
+        if !cert.exists() {
+            self.issue(client_params(CLAIM_CN), &cert, &dir.join(paths::CLAIM_KEY))?;
+        }
+        self.copy_ca(&dir.join(paths::IDENTITY_CA_BUNDLE))?;
         Ok(dir)
     }
+
+    /// Signs a device's certificate signing request (PEM) the way fleet
+    /// provisioning does: the device's own public key, the subject CN the
+    /// request names (the broker takes it as the thing's user name), for
+    /// client authentication. Returns the certificate as PEM and DER.
+    pub fn sign_request(&self, csr_pem: &str) -> Result<(String, Vec<u8>, String), PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let cn = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .and_then(dn_text)
+            .ok_or_else(|| {
+                PkiError::BadRequest(
+                    "no subject CN: the hub names the device's certificate after it".into(),
+                )
+            })?;
+        if !valid_name(&cn) {
+            return Err(PkiError::BadName(cn));
+        }
+        if cn == HUB_CN || cn == CLAIM_CN {
+            return Err(PkiError::Reserved(cn));
+        }
+        let mut params = client_params(&cn);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(DEVICE_VALIDITY_DAYS);
+        let signed = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        };
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = signed.signed_by(&issuer)?;
+        Ok((cert.pem(), cert.der().to_vec(), cn))
+    }
+}
+
+fn dn_text(v: &rcgen::DnValue) -> Option<String> {
+    match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn client_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    p.distinguished_name = dn;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p
 }

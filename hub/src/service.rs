@@ -1,5 +1,5 @@
-//! The hub service: routes each request topic to the shadow or jobs
-//! service, keeps each device's online state from its presence messages
+//! The hub service: routes each request topic to the shadow, jobs or
+//! fleet provisioning service, keeps each device's online state from its presence messages
 //! (published on connect, and by the broker as its last will), answers the
 //! operator's API, and keeps everything in one state file.
 
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::jobs::JobsService;
+use crate::provisioning::{Provisioner, ProvisioningService};
 use crate::shadow::ShadowService;
 use crate::{api, now, Out};
 
@@ -37,11 +38,15 @@ pub struct HubState {
     pub shadow: ShadowService,
     pub jobs: JobsService,
     pub presence: BTreeMap<String, Presence>,
+    #[serde(default)]
+    pub provisioning: ProvisioningService,
 }
 
 pub struct Hub {
     pub state: HubState,
     path: Option<PathBuf>,
+    /// Fleet provisioning by claim signs with this; off when `None`.
+    provisioner: Option<Provisioner>,
 }
 
 /// What the hub subscribes to.
@@ -54,6 +59,8 @@ pub const FILTERS: &[&str] = &[
     "$aws/things/+/jobs/+/get",
     "keel/things/+/presence",
     "keel/hub/api/+",
+    crate::provisioning::CREATE_FROM_CSR,
+    "$aws/provisioning-templates/+/provision/json",
 ];
 
 pub const STATE_FILE: &str = "hub-state.json";
@@ -64,6 +71,7 @@ impl Hub {
         Hub {
             state: HubState::default(),
             path: None,
+            provisioner: None,
         }
     }
 
@@ -86,7 +94,13 @@ impl Hub {
         Ok(Hub {
             state,
             path: Some(path),
+            provisioner: None,
         })
+    }
+
+    /// Answers fleet provisioning requests, signing with `p`'s CA.
+    pub fn enable_provisioning(&mut self, p: Provisioner) {
+        self.provisioner = Some(p);
     }
 
     fn save(&self) -> Result<(), HubError> {
@@ -107,6 +121,10 @@ impl Hub {
     pub fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<Vec<Out>, HubError> {
         let parts: Vec<&str> = topic.splitn(4, '/').collect();
         let out = match parts.as_slice() {
+            ["$aws", "certificates", ..] | ["$aws", "provisioning-templates", ..] => self
+                .state
+                .provisioning
+                .handle(self.provisioner.as_ref(), topic, payload),
             ["$aws", "things", thing, rest] => {
                 if let Some(op) = rest.strip_prefix("shadow/") {
                     self.state.shadow.handle(thing, op, payload)
@@ -147,6 +165,7 @@ impl Hub {
             self.state.shadow.documents.keys().collect();
         things.extend(self.state.presence.keys());
         things.extend(self.state.jobs.executions.keys());
+        things.extend(self.state.provisioning.things.keys());
         let list: Vec<Value> = things
             .into_iter()
             .map(|t| {
@@ -166,6 +185,7 @@ impl Hub {
                     "reported": doc.map(|d| Value::Object(d.reported.clone())),
                     "desired": doc.map(|d| Value::Object(d.desired.clone())),
                     "shadowVersion": doc.map(|d| d.version),
+                    "provisioned": self.state.provisioning.things.get(t),
                     "jobs": jobs,
                 })
             })
@@ -228,11 +248,12 @@ mod tests {
         /// Whatever a device (or anyone the ACL lets through) sends, the
         /// hub answers or ignores it, never panics.
         #[test]
-        fn any_request_is_answered_or_ignored(payload in proptest::collection::vec(any::<u8>(), 0..300), which in 0usize..9) {
+        fn any_request_is_answered_or_ignored(payload in proptest::collection::vec(any::<u8>(), 0..300), which in 0usize..11) {
             let topic = [
                 "$aws/things/t/shadow/get", "$aws/things/t/shadow/update", "$aws/things/t/jobs/start-next",
                 "$aws/things/t/jobs/get", "$aws/things/t/jobs/j/update", "$aws/things/t/jobs/j/get",
                 "keel/things/t/presence", "keel/hub/api/create-job", "keel/hub/api/desire",
+                "$aws/certificates/create-from-csr/json", "$aws/provisioning-templates/keel-fleet/provision/json",
             ][which];
             let mut hub = Hub::in_memory();
             hub.state.jobs.create("j", serde_json::json!({}), &["t".into()]).unwrap();

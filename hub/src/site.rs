@@ -14,6 +14,7 @@ use crate::api::{self, ApiError};
 use crate::broker::{Broker, BrokerError};
 use crate::files::{FileServer, FileServerError};
 use crate::pki::{Pki, PkiError, HUB_CN};
+use crate::provisioning::{Provisioner, DEFAULT_TEMPLATE};
 use crate::service::HubError;
 use crate::Hub;
 
@@ -113,9 +114,39 @@ impl Site {
             files.port()
         ));
         let mut hub = Hub::open(&self.dir)?;
+        hub.enable_provisioning(self.provisioner()?);
         let mut client = mqtt::Client::new(self.hub_options(HUB_CN)?);
         hub.run(&mut client, stop, log);
         Ok(())
+    }
+
+    /// Fleet provisioning by claim with this site's CA and the default
+    /// template ([`crate::provisioning::DEFAULT_TEMPLATE`]).
+    pub fn provisioner(&self) -> Result<Provisioner, SiteError> {
+        Ok(Provisioner {
+            pki: self.pki()?,
+            templates: vec![DEFAULT_TEMPLATE.to_string()],
+        })
+    }
+
+    /// The claim certificate for fleet provisioning by claim; returns its
+    /// directory (`claim.pem` and `claim.key` for the card's
+    /// /data/keel/claim/, `ca.pem` for /data/keel/identity/).
+    pub fn claim(&self) -> Result<PathBuf, SiteError> {
+        Ok(self.pki()?.claim()?)
+    }
+
+    /// The `fleet.toml` a device provisioning itself by claim needs.
+    pub fn claim_fleet_toml(&self, serial: Option<&str>) -> String {
+        let mut t = format!(
+            "{}\n[provisioning]\ntemplate = \"{DEFAULT_TEMPLATE}\"\n",
+            self.fleet_toml()
+        );
+        match serial {
+            Some(s) => t.push_str(&format!("serial_number = \"{s}\"\n")),
+            None => t.push_str("# serial_number defaults to the board's (the Pi's SoC serial)\n"),
+        }
+        t
     }
 
     /// Makes a device identity for `thing`; returns its directory (copy

@@ -76,12 +76,14 @@ pub fn read_certificates(
 
 impl Identity {
     /// The files under a directory laid out as docs/fleet.md says
-    /// (`device.pem`, `device.key`, `ca.pem`).
+    /// (`device.pem`, `device.key`, `ca.pem`: the names are
+    /// `keel_contract::paths::IDENTITY_*`, which manufacturing writes).
     pub fn in_dir(dir: &Path) -> Identity {
+        use keel_contract::paths;
         Identity {
-            certificate: dir.join("device.pem"),
-            private_key: dir.join("device.key"),
-            ca_bundle: dir.join("ca.pem"),
+            certificate: dir.join(paths::IDENTITY_CERTIFICATE),
+            private_key: dir.join(paths::IDENTITY_KEY),
+            ca_bundle: dir.join(paths::IDENTITY_CA_BUNDLE),
         }
     }
 

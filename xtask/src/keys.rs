@@ -1,5 +1,6 @@
-//! `cargo xtask keys`: ed25519 signing keys for update bundles, and where
-//! the development key lives.
+//! `cargo xtask keys`: ed25519 signing keys for update bundles, where the
+//! development key lives, and device CAs (`keys ca`) for device
+//! certificates.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,21 @@ pub enum KeysCommand {
         /// Path prefix of the key pair, e.g. keys/release-2026 (writes .key and .pub).
         name: PathBuf,
     },
+    /// Device CAs: the factory's CA that signs each device's certificate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum CaCommand {
+    /// Make a device CA in directory NAME (ca.pem, and ca.key mode 0600);
+    /// refuses to overwrite anything or to follow a symlink.
+    New {
+        /// The CA's directory, e.g. keys/ca/acme-2026 (its last part is the CA's name).
+        name: PathBuf,
+    },
 }
 
 impl Keys {
@@ -35,6 +51,21 @@ impl Keys {
                 println!(
                     "{}  (public: list it in the board config's [update] trusted_keys)",
                     public.display()
+                );
+                Ok(())
+            }
+            KeysCommand::Ca {
+                command: CaCommand::New { name },
+            } => {
+                let ca = factory::ca::DeviceCa::create(&name)?;
+                println!(
+                    "{}  (device CA {:?}: ca.pem public, ca.key private, mode 0600; back it up, keep it out of git)",
+                    ca.dir.display(),
+                    ca.name
+                );
+                println!(
+                    "next: cargo xtask aws jitp-template --ca {}   (register it with AWS IoT)",
+                    ca.dir.display()
                 );
                 Ok(())
             }

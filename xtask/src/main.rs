@@ -4,12 +4,15 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod aws;
 mod bench;
 mod build;
+mod burn;
 mod host;
 mod hub;
 mod inspect;
 mod keys;
+mod provision;
 mod qemu;
 mod test;
 
@@ -48,6 +51,13 @@ enum Command {
     /// The cloud side locally: mosquitto (TLS, client certificates, a
     /// per-thing ACL), the shadow and jobs services, an HTTPS bundle server.
     Hub(hub::Hub),
+    /// Write an image to cards (or image files), each with its own device
+    /// identity; refuses mounted, system, fixed and too-small disks.
+    Burn(burn::Burn),
+    /// One device identity (key, certificate from a device CA) into a directory.
+    Provision(provision::Provision),
+    /// AWS IoT set-up: provisioning templates, policies, CLI commands.
+    Aws(aws::Aws),
     /// Print speed and memory figures against references measured in the same run.
     Bench(bench::Bench),
     /// (internal) the applier memory probe run by `bench`.
@@ -71,6 +81,9 @@ fn main() {
         Command::Apply(a) => a.run(),
         Command::Bench(b) => b.run(),
         Command::Hub(h) => h.run(),
+        Command::Burn(b) => b.run(),
+        Command::Provision(p) => p.run(),
+        Command::Aws(a) => a.run(),
         Command::BenchApply { mode, mib, work } => bench::bench_apply_child(&mode, mib, &work),
     };
     if let Err(e) = result {

@@ -65,6 +65,7 @@ impl Env {
         let site = env.site.clone();
         let mut client = Client::new(site.hub_options(hub::pki::HUB_CN).unwrap());
         let mut hub = hub::Hub::open(&site.dir).unwrap();
+        hub.enable_provisioning(site.provisioner().unwrap());
         env.hub_thread = Some(std::thread::spawn(move || {
             hub.run(&mut client, &stop, &mut |l| {
                 if let Ok(mut v) = log.lock() {
