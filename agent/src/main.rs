@@ -122,15 +122,34 @@ fn watch(store: &Store) -> Result<(), AgentError> {
     // Confirmed (or settled): now the fleet service, if there is one. A
     // trial slot reports only once it is confirmed, so a job's SUCCEEDED
     // means a healthy new version.
-    let fleet_ca = fleet::Config::load(Path::new("/"))
-        .ok()
-        .flatten()
-        .map(|c| c.identity.ca_bundle);
+    let root = Path::new("/");
+    let mut log = fleet::Log::stderr(fleet::Level::Info);
+    let config = match fleet::Config::load(root) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            say(&format!(
+                "agent: no fleet configuration ({} or {}); not connecting to a fleet service",
+                paths::FLEET_CONF,
+                paths::FLEET_CONF_OVERRIDE
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            say(&format!("agent: fleet: {e}"));
+            return Ok(());
+        }
+    };
+    // A card burned with the claim certificate only gets its own identity
+    // here, on its first boot with a network (retried until it does).
+    let stop = AtomicBool::new(false);
+    if let Err(e) = fleet::ensure_identity(root, &config, &Default::default(), &mut log, &stop) {
+        say(&format!("agent: fleet: {e}"));
+        return Ok(());
+    }
+    let fleet_ca = Some(config.identity.ca_bundle.clone());
     let device = AgentDevice::new(dev, store.clone(), fleet_ca, say);
-    let log = fleet::Log::stderr(fleet::Level::Info);
-    match fleet::Runner::start(Path::new("/"), device, log) {
-        Ok(Some(mut runner)) => runner.run(&AtomicBool::new(false)),
-        Ok(None) => {}
+    match fleet::Runner::new(config, root, device, log) {
+        Ok(mut runner) => runner.run(&stop),
         Err(e) => say(&format!("agent: fleet: {e}")),
     }
     Ok(())

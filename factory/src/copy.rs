@@ -19,14 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use durable::direct::{self, AlignedBuf};
 use sha2::{Digest, Sha256};
 
 /// Bytes moved per request: large enough to keep an SD card's controller
 /// busy, small enough that the progress bar moves.
 pub const CHUNK: usize = 4 << 20;
-/// O_DIRECT wants buffers, offsets and lengths aligned to the device's
-/// logical block size; 4096 covers 512-byte and 4 KiB devices.
-const ALIGN: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -121,26 +119,7 @@ pub struct OpenMode {
 fn aligned(extents: &[Extent]) -> bool {
     extents
         .iter()
-        .all(|e| e.offset % ALIGN == 0 && e.len % ALIGN == 0)
-}
-
-/// A buffer of `len` bytes whose start is aligned for O_DIRECT, without
-/// unsafe code: over-allocate and start at the aligned offset.
-struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
-        let raw = vec![0u8; len + ALIGN as usize];
-        let start = raw.as_ptr().align_offset(ALIGN as usize);
-        AlignedBuf { raw, start, len }
-    }
-    fn get(&mut self, n: usize) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + n.min(self.len)]
-    }
+        .all(|e| e.offset % direct::ALIGN as u64 == 0 && e.len % direct::ALIGN as u64 == 0)
 }
 
 fn open_target(
@@ -196,7 +175,9 @@ fn pipelined(
     let (full_tx, full_rx) = mpsc::sync_channel::<(u64, usize, AlignedBuf)>(2);
     let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
     for _ in 0..3 {
-        let _ = empty_tx.send(AlignedBuf::new(CHUNK));
+        let mut buf = AlignedBuf::new();
+        buf.get(CHUNK); // allocated once, here
+        let _ = empty_tx.send(buf);
     }
     let read_err = &read_err;
     std::thread::scope(|s| {

@@ -94,6 +94,22 @@ impl Pki {
     pub fn open_or_create(dir: &Path, name: &str) -> Result<Pki, PkiError> {
         let key_path = dir.join("ca.key");
         let ca_params = ca_params(name);
+        // `hub serve` and `hub thing add` may meet on a fresh site: without
+        // the lock each would make its own CA and one's certificates would
+        // not chain to the other's ca.pem.
+        let lock_path = dir.join(".lock");
+        let write_err = |source| PkiError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        durable::create_dir_all(dir).map_err(write_err)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_err)?;
+        lock.lock().map_err(write_err)?;
         if key_path.exists() {
             let read = |p: &Path| {
                 std::fs::read_to_string(p).map_err(|source| PkiError::Read {
@@ -258,4 +274,30 @@ fn client_params(name: &str) -> CertificateParams {
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_opening_a_fresh_site_at_once_share_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let opens: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| Pki::open_or_create(&pki, "test CA").unwrap()))
+                .collect();
+            opens
+                .into_iter()
+                .map(|h| h.join().unwrap().ca_key.serialize_pem())
+                .collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "more than one CA made"
+        );
+        let on_disk = std::fs::read_to_string(pki.join("ca.key")).unwrap();
+        assert_eq!(keys[0], on_disk);
+    }
 }

@@ -35,7 +35,6 @@ fn rpi3_updates_confirms_and_rolls_back_on_raspi3b() {
     let bad = work.path().join("tampered.fw");
     std::fs::write(&bad, tampered).unwrap();
     put_in_data(
-        BOARD,
         &card,
         &[
             (&v2.join("update.fw"), "v2.fw"),

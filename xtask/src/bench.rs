@@ -5,6 +5,7 @@
 
 mod apply;
 mod boot;
+mod burn;
 mod console;
 mod device;
 mod fleet;
@@ -76,6 +77,7 @@ impl Bench {
         let mut rows = vec![squashfs::row(&built.image, &built.cfg, work)?];
         rows.extend(apply::rows(&built.dir, work)?);
         rows.push(memory::row(self.payload_mib, work)?);
+        rows.extend(burn::rows(&built.dir, work)?);
         rows.extend(fleet::rows(work)?);
         rows.extend(sizes::binary_rows(&built.cfg)?);
         rows.extend(sizes::bundle_rows(&boards)?);
@@ -85,6 +87,7 @@ impl Bench {
                 let busybox = boot::busybox(built.cfg.arch)?;
                 rows.extend(boot::rows(&built, &busybox, work)?);
                 rows.extend(device::rows(&built, &busybox, work)?);
+                rows.extend(fleet::device_rows(&built, &busybox, work)?);
             }
             None => {}
         }

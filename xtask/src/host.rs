@@ -79,6 +79,7 @@ pub const BENCH_TOOLS: &[Tool] = &[
     ("mksquashfs", "squashfs-tools"),
     ("mosquitto", "mosquitto"),
     ("mosquitto_pub", "mosquitto-clients"),
+    ("bmaptool", "bmap-tools"),
 ];
 
 /// What booting the QEMU boards needs.

@@ -333,51 +333,20 @@ pub fn unhealthy_overlay(work: &Path) -> PathBuf {
     overlay
 }
 
-/// Copies host files into the root of a card's data partition (ext4) with
-/// debugfs, before the card boots: for machines with no second disk.
-pub fn put_in_data(board: &str, card: &Path, files: &[(&Path, &str)]) {
-    let layout = image_build::layout::Layout::for_board(&board_config(board));
-    let (offset, _) = layout.span(keel_contract::partition::DATA);
-    let fs = format!("{}?offset={offset}", card.display());
-    for (host, name) in files {
-        // Parent directories first ("already exists" is fine).
-        let mut dir = String::new();
-        for part in name
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, d)| d.to_vec())
-            .unwrap_or_default()
-        {
-            dir = if dir.is_empty() {
-                part.to_string()
-            } else {
-                format!("{dir}/{part}")
-            };
-            let _ = Command::new("debugfs")
-                .args(["-w", "-R"])
-                .arg(format!("mkdir {dir}"))
-                .arg(&fs)
-                .output();
-        }
-        let out = Command::new("debugfs")
-            .args(["-w", "-R"])
-            .arg(format!("write {} {name}", host.display()))
-            .arg(&fs)
-            .output()
-            .expect("debugfs (Debian package e2fsprogs)");
-        let listing = Command::new("debugfs")
-            .args(["-R", &format!("stat {name}")])
-            .arg(&fs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success()
-                && listing.status.success()
-                && String::from_utf8_lossy(&listing.stdout).contains("Type: regular"),
-            "debugfs write {name}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&listing.stderr)
-        );
-    }
+/// Copies host files into a card's data partition (ext4) before the card
+/// boots, with the writer manufacturing uses (`name` is relative to /data;
+/// keys get mode 0600): for machines with no second disk.
+pub fn put_in_data(card: &Path, files: &[(&Path, &str)]) {
+    let part = factory::card::data_partition(card).expect("the card's data partition");
+    let files: Vec<factory::card::CardFile> = files
+        .iter()
+        .map(|(host, name)| {
+            let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+            let dir = format!("{}/{dir}", keel_contract::paths::DATA);
+            let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
+            let bytes = std::fs::read(host).unwrap_or_else(|e| panic!("{}: {e}", host.display()));
+            factory::card::CardFile::new(dir.trim_end_matches('/'), file, bytes, mode)
+        })
+        .collect();
+    factory::card::write_files(card, part, &files).expect("writing the card's data partition");
 }

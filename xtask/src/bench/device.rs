@@ -155,7 +155,7 @@ pub fn rows(built: &Built, busybox: &[u8], work: &Path) -> Result<Vec<Row>> {
 /// The board's image with busybox at /usr/bin/busybox, built from a copy
 /// of rootfs-overlay/ into target/bench/<board>/ (up to date in seconds
 /// when nothing changed).
-fn bench_image(built: &Built, busybox: &[u8]) -> Result<Built> {
+pub(super) fn bench_image(built: &Built, busybox: &[u8]) -> Result<Built> {
     let root = host::workspace_root();
     let dir = root.join("target/bench").join(&built.cfg.name);
     let overlay = dir.join("overlay");

@@ -2,19 +2,26 @@
 //! (Keel's MQTT client against `mosquitto_pub`/`mosquitto_sub` on the same
 //! path, publisher → broker → subscriber, same identities and TLS), and
 //! the time to be connected again after the broker restarts, against the
-//! time the restarted broker takes to accept connections at all.
+//! time the restarted broker takes to accept connections at all; and on a
+//! QEMU `virt` board, the agent's memory while connected to a hub.
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use factory::card::CardFile;
 use hub::pki::{Pki, HUB_CN};
+use keel_contract::paths;
 use mqtt::{Client, Event, Identity, Options, QoS};
 
+use super::console::{number_after, Console};
 use super::Row;
+use crate::build::Built;
 
 const MESSAGES: usize = 2000;
 const PAYLOAD: usize = 200;
@@ -190,4 +197,99 @@ pub fn rows(work: &Path) -> Result<Vec<Row>> {
             target: "report: TLS + CONNECT + SUBSCRIBE on top".into(),
         },
     ])
+}
+
+/// The agent's resident memory on the booted device (the bench image, for
+/// busybox's `pidof`) while its fleet client is connected to a hub on the
+/// host, with a device certificate on /data as manufacturing leaves it.
+pub fn device_rows(built: &Built, busybox: &[u8], work: &Path) -> Result<Vec<Row>> {
+    const THING: &str = "bench-device";
+    let image = super::device::bench_image(built, busybox)?;
+    let card = work.join("fleet-card.img");
+    std::fs::copy(&image.image, &card).context("copying the bench card")?;
+    let site = hub::site::Site {
+        dir: work.join("site"),
+        bind: "127.0.0.1".into(),
+        host: "10.0.2.2".into(),
+        broker_port: hub::broker::free_port()?,
+        files_port: hub::broker::free_port()?,
+    };
+    let identity = site.add_thing(THING)?;
+    let file = |dir: &str, name: &str, mode: u32| -> Result<CardFile> {
+        let bytes = std::fs::read(identity.join(name))?;
+        Ok(CardFile::new(dir, name, bytes, mode))
+    };
+    let files = [
+        file(paths::IDENTITY_DIR, paths::IDENTITY_CERTIFICATE, 0o644)?,
+        file(paths::IDENTITY_DIR, paths::IDENTITY_KEY, 0o600)?,
+        file(paths::IDENTITY_DIR, paths::IDENTITY_CA_BUNDLE, 0o644)?,
+        CardFile::new(paths::DATA_KEEL, "fleet.toml", site.fleet_toml(), 0o644),
+    ];
+    factory::card::write_files(&card, factory::card::data_partition(&card)?, &files)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = {
+        let (site, stop) = (site.clone(), stop.clone());
+        std::thread::spawn(move || site.serve(&stop, &mut |_| {}))
+    };
+    let measured = measure_connected(built, &card, &site, THING, work);
+    stop.store(true, Ordering::SeqCst);
+    let _ = serving.join();
+    let (rss, hwm) = measured?;
+    Ok(vec![Row {
+        what: "QEMU: agent RSS, fleet client connected".into(),
+        ours: format!("{:.1} MiB", rss / 1024.0),
+        reference: format!("{:.1} MiB peak", hwm / 1024.0),
+        ratio: "-".into(),
+        target: "< 8 MiB (VmRSS; the peak is VmHWM)".into(),
+    }])
+}
+
+fn measure_connected(
+    built: &Built,
+    card: &Path,
+    site: &hub::site::Site,
+    thing: &str,
+    work: &Path,
+) -> Result<(f64, f64)> {
+    const BOOT: Duration = Duration::from_secs(300);
+    let bios = crate::qemu::bios_path(&crate::host::workspace_root(), &built.cfg)?;
+    let run = image_build::qemu::plan(
+        &built.cfg,
+        card,
+        bios.as_deref(),
+        &[],
+        false,
+        &work.join("fleet-qemu"),
+    )?;
+    let mut c = Console::start(&run.program, &run.args)?;
+    c.expect("keel: ready", BOOT)?;
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let all = site.devices()?;
+        let online = all["things"].as_array().is_some_and(|a| {
+            a.iter().any(|d| {
+                d["thing"] == thing
+                    && d["online"] == true
+                    && d["reported"]["firmware_version"].is_string()
+            })
+        });
+        if online {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the bench device never reported to the hub:\n{all:#}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (pids, _) = c.command("run /usr/bin/busybox pidof agent", BOOT)?;
+    let pid = pids
+        .lines()
+        .find_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+        .with_context(|| format!("no agent running:\n{pids}"))?;
+    let (status, _) = c.command(&format!("cat /proc/{pid}/status"), BOOT)?;
+    let field = |key: &str| {
+        number_after(&status, key).with_context(|| format!("no {key} for the agent:\n{status}"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
