@@ -122,16 +122,7 @@ fn the_identity_on_the_card_loads_with_the_fleet_client_and_chains_to_the_ca() {
     let mut ledger = Ledger::open(&ca.dir.join(MANIFEST)).unwrap();
     let card = d.path().join("card.img");
     common::used_card(&card, img.size);
-    let mut b = Batch {
-        sys: Sysroot::real(),
-        image: &src,
-        target: TargetSpec::File(card.clone()),
-        ca: &ca,
-        ledger: &mut ledger,
-        server_ca: None,
-        claim: None,
-        force: false,
-    };
+    let mut b = file_batch(&src, TargetSpec::File(card.clone()), &ca, &mut ledger);
     let mut op = Scripted::default();
     let summary = b.run(&[sn("ACME-0042")], true, &mut op).unwrap();
     assert_eq!(summary.done, [sn("ACME-0042")]);
@@ -211,14 +202,8 @@ fn the_identity_on_the_card_loads_with_the_fleet_client_and_chains_to_the_ca() {
     // The same serial again is refused: a serial is issued once.
     let mut ledger = Ledger::open(&ca.dir.join(MANIFEST)).unwrap();
     let mut b = Batch {
-        sys: Sysroot::real(),
-        image: &src,
-        target: TargetSpec::File(card.clone()),
-        ca: &ca,
-        ledger: &mut ledger,
         server_ca: Some(server_ca),
-        claim: None,
-        force: false,
+        ..file_batch(&src, TargetSpec::File(card.clone()), &ca, &mut ledger)
     };
     let err = b
         .run(&[sn("ACME-0042")], true, &mut Scripted::default())
@@ -287,16 +272,7 @@ fn an_interrupted_batch_resumes_without_reusing_a_serial() {
     // The power goes while ACME-0003's card is being written.
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut ledger = Ledger::open(&manifest).unwrap();
-        let mut b = Batch {
-            sys: Sysroot::real(),
-            image: &src,
-            target: spec.clone(),
-            ca: &ca,
-            ledger: &mut ledger,
-            server_ca: None,
-            claim: None,
-            force: false,
-        };
+        let mut b = file_batch(&src, spec.clone(), &ca, &mut ledger);
         let mut op = Scripted {
             crash_on: Some("ACME-0003".into()),
             ..Scripted::default()
@@ -312,16 +288,7 @@ fn an_interrupted_batch_resumes_without_reusing_a_serial() {
     // Run again with the same list: 1 and 2 are skipped, 3 is voided (its
     // card may hold its identity), 4 and 5 are burned.
     let mut ledger = Ledger::open(&manifest).unwrap();
-    let mut b = Batch {
-        sys: Sysroot::real(),
-        image: &src,
-        target: spec.clone(),
-        ca: &ca,
-        ledger: &mut ledger,
-        server_ca: None,
-        claim: None,
-        force: false,
-    };
+    let mut b = file_batch(&src, spec.clone(), &ca, &mut ledger);
     let mut op = Scripted::default();
     let s = b.run(&serials, false, &mut op).unwrap();
     assert_eq!(s.skipped, [sn("ACME-0001"), sn("ACME-0002")]);
@@ -337,16 +304,7 @@ fn an_interrupted_batch_resumes_without_reusing_a_serial() {
     // A third run has nothing left to do, and never touches ACME-0003.
     let mut ledger = Ledger::open(&manifest).unwrap();
     let l_before = ledger.records().len();
-    let mut b = Batch {
-        sys: Sysroot::real(),
-        image: &src,
-        target: spec,
-        ca: &ca,
-        ledger: &mut ledger,
-        server_ca: None,
-        claim: None,
-        force: false,
-    };
+    let mut b = file_batch(&src, spec, &ca, &mut ledger);
     let s = b.run(&serials, false, &mut Scripted::default()).unwrap();
     assert_eq!(s.skipped.len(), 5);
     assert!(s.done.is_empty() && s.voided.is_empty());
@@ -415,4 +373,24 @@ fn a_fake_card_reader_is_burned_through_the_device_path() {
             .as_deref(),
         Some("PI-2")
     );
+}
+
+/// A batch into file targets on the real system, with no server CA or
+/// claim: what most of these tests run.
+fn file_batch<'a>(
+    image: &'a SourceImage,
+    target: TargetSpec,
+    ca: &'a DeviceCa,
+    ledger: &'a mut Ledger,
+) -> Batch<'a> {
+    Batch {
+        sys: Sysroot::real(),
+        image,
+        target,
+        ca,
+        ledger,
+        server_ca: None,
+        claim: None,
+        force: false,
+    }
 }

@@ -46,17 +46,19 @@ pub fn rows(dir: &Path, work: &Path) -> Result<Vec<Row>> {
     // run warms the caches: neither is counted.
     std::fs::File::open(&card)?.sync_all()?;
     apply_once(&card, &bundle, false)?;
-    // Interleaved, so that a change in the machine's load hits both alike.
-    let (mut file, mut stream) = (Vec::new(), Vec::new());
+    // Interleaved, floor included, so that a change in the machine's load
+    // (a shared VM's neighbours) hits all three alike.
+    let (mut file, mut stream, mut floors) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         file.push(apply_once(&card, &bundle, false)?);
+        floors.push(floor(&chunks)?);
         stream.push(apply_once(&card, &bundle, true)?);
     }
     let wall = |runs: &[Run]| median(runs.iter().map(|r| r.wall).collect());
     // CPU time comes in 10 ms ticks: per core is taken over the three runs
     // together, (3 × plain bytes) / (their CPU time), not as a median.
     let total = |runs: &[Run], f: fn(&Run) -> Duration| runs.iter().map(f).sum::<Duration>();
-    let floor = median((0..3).map(|_| floor(&chunks)).collect::<Result<Vec<_>>>()?);
+    let floor = median(floors);
 
     let mib = plain as f64 / 1048576.0;
     let rate = |d: Duration| mib / d.as_secs_f64().max(1e-9);

@@ -39,16 +39,7 @@ pub fn binary_rows(cfg: &BoardConfig) -> Result<Vec<Row>> {
 /// no figure comes from a stale image. `built` is the bench's own board,
 /// already built. Returns each board's output directory.
 pub fn build_all(built: &Built) -> Result<Vec<(String, Result<PathBuf>)>> {
-    let mut names: Vec<String> = std::fs::read_dir(host::workspace_root().join("board-configs"))?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".toml")
-                .map(str::to_string)
-        })
-        .collect();
-    names.sort();
+    let names = image_build::board::known_boards(&host::workspace_root().join("board-configs"));
     Ok(names
         .into_iter()
         .map(|name| {
