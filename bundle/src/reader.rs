@@ -223,8 +223,11 @@ impl<R: Read> PayloadReader<'_, R> {
         };
         let name = &self.info.name;
         let index = self.index;
-        // read_to_end fills spare capacity without zeroing it first.
+        // read_to_end fills spare capacity without zeroing it first; the
+        // reserve (bounded: the manifest check caps a chunk's stored size)
+        // spares it growing the buffer by copies.
         stored.clear();
+        stored.reserve_exact(chunk.stored as usize);
         (&mut *self.r)
             .take(chunk.stored)
             .read_to_end(stored)
