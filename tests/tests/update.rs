@@ -88,22 +88,7 @@ fn update_cycle(board: &str) {
         ),
         CMD,
     );
-    assert!(
-        out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"),
-        "{out}"
-    );
-    c.send("reboot");
-    c.expect("keel: trial 1/3 of slot b", BOOT);
-    c.expect("keel: ready slot=b version=0.2.0", BOOT);
-    c.expect("agent: confirmed: slot b version 0.2.0", BOOT);
-    let status = c.command("run /usr/bin/agent status", CMD);
-    assert!(
-        status.contains("active_slot=b") && status.contains("on_trial=false"),
-        "{status}"
-    );
-    assert!(c
-        .command("cat /data/precious", CMD)
-        .contains("kept-across-updates"));
+    reboot_into_v2_confirmed(&mut c, &out, BOOT, CMD);
     c.send("poweroff");
     c.wait_exit(CMD);
 

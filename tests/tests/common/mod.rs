@@ -350,3 +350,26 @@ pub fn put_in_data(card: &Path, files: &[(&Path, &str)]) {
         .collect();
     factory::card::write_files(card, part, &files).expect("writing the card's data partition");
 }
+
+/// The first step of the QEMU update tests, after `agent update` of
+/// version 0.2.0 on slot A said `out`: the reboot tries slot B, which
+/// confirms itself, and /data/precious (written under version 1) is still
+/// there.
+pub fn reboot_into_v2_confirmed(c: &mut Console, out: &str, boot: Duration, cmd: Duration) {
+    assert!(
+        out.contains("keel: exit=0") && out.contains("slot b now holds version 0.2.0"),
+        "{out}"
+    );
+    c.send("reboot");
+    c.expect("keel: trial 1/3 of slot b", boot);
+    c.expect("keel: ready slot=b version=0.2.0", boot);
+    c.expect("agent: confirmed: slot b version 0.2.0", boot);
+    let status = c.command("run /usr/bin/agent status", cmd);
+    assert!(
+        status.contains("active_slot=b") && status.contains("on_trial=false"),
+        "{status}"
+    );
+    assert!(c
+        .command("cat /data/precious", cmd)
+        .contains("kept-across-updates"));
+}
