@@ -373,3 +373,30 @@ pub fn reboot_into_v2_confirmed(c: &mut Console, out: &str, boot: Duration, cmd:
         .command("cat /data/precious", cmd)
         .contains("kept-across-updates"));
 }
+
+/// The rollback step of the QEMU update tests, after `agent update` of a
+/// version 0.3.0 whose health check never passes said `out` on version
+/// 0.2.0 in slot B: three trial boots of slot A fail, and the device is
+/// back on version 0.2.0 by itself.
+pub fn reboot_into_unhealthy_v3_and_back(
+    c: &mut Console,
+    out: &str,
+    boot: Duration,
+    cmd: Duration,
+) {
+    assert!(out.contains("slot a now holds version 0.3.0"), "{out}");
+    c.send("reboot");
+    for n in 1..=3 {
+        c.expect(&format!("keel: trial {n}/3 of slot a"), boot);
+        c.expect("keel: ready slot=a version=0.3.0", boot);
+        c.expect("health check failed", boot);
+    }
+    c.expect("not confirmed after 3 tries; falling back to b", boot);
+    c.expect("keel: ready slot=b version=0.2.0", boot);
+    c.expect("agent: rolled back", boot);
+    let status = c.command("run /usr/bin/agent status", cmd);
+    assert!(
+        status.contains("active_slot=b") && status.contains("version=0.2.0"),
+        "{status}"
+    );
+}
